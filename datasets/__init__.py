@@ -1,0 +1,17 @@
+"""Datasets in CoOp's on-disk layouts, registered under their reference names.
+
+Importing this package registers every dataset (the registry key is the class name, e.g.
+`EuroSAT`, as in `DATASET.NAME`).
+"""
+from engine.registry import DATASET_REGISTRY
+
+from . import dtd, eurosat, oxford_pets  # noqa: F401  (registration)
+from .base import Datum, DatasetBase  # noqa: F401
+
+
+def build_dataset(cfg):
+    """`DATASET.NAME` -> the dataset object, as Dassl's build_dataset."""
+    cls = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    if cfg.VERBOSE:
+        print(f"Loading dataset: {cfg.DATASET.NAME}")
+    return cls(cfg)

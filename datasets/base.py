@@ -1,0 +1,358 @@
+"""Dataset records, split files and the construction flow shared by CoOp-style datasets.
+
+Kept from CoOp/Dassl because users and published numbers depend on them: the split JSON format
+and its relative-path rule, the fallback splits used when a JSON is missing
+(`read_and_split_data`, `split_trainval`), the order in which Python's global `random` is
+consumed, and `subsample_classes` for base-to-new. A new dataset whose images sit in class
+folders or come with a split JSON is a subclass of `SplitJsonDataset` with a few class
+attributes and, at most, a `generate_split` method.
+"""
+import json
+import math
+import os
+import random
+import textwrap
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from engine.errors import ConfigError, DatasetError
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+@dataclass(frozen=True, slots=True)
+class Datum:
+    """One labelled image. Files are not checked here (that would stat every image on every
+    construction); splits and caches check them once, where they are loaded."""
+
+    impath: str
+    label: int
+    domain: int = 0
+    classname: str = ""
+
+
+class DatasetBase:
+    """Holds the splits; class names come from train_x, as in Dassl."""
+
+    dataset_dir = ""  # absolute dataset folder; set by subclasses
+
+    def __init__(self, train_x, val=None, test=None, train_u=None):
+        self._train_x = list(train_x)
+        self._train_u = train_u
+        self._val = val
+        self._test = test
+        self._num_classes = get_num_classes(self._train_x)
+        self._lab2cname, self._classnames = get_lab2cname(self._train_x)
+
+    @property
+    def train_x(self):
+        return self._train_x
+
+    @property
+    def train_u(self):
+        return self._train_u
+
+    @property
+    def val(self):
+        return self._val
+
+    @property
+    def test(self):
+        return self._test
+
+    @property
+    def num_classes(self):
+        return self._num_classes
+
+    @property
+    def lab2cname(self):
+        return self._lab2cname
+
+    @property
+    def classnames(self):
+        return self._classnames
+
+
+def get_num_classes(data_source):
+    return max((d.label for d in data_source), default=-1) + 1
+
+
+def get_lab2cname(data_source):
+    """({label: classname}, classnames sorted by label); the first name seen for a label wins."""
+    mapping = {}
+    for d in data_source:
+        mapping.setdefault(d.label, d.classname)
+    return mapping, [mapping[label] for label in sorted(mapping)]
+
+
+def split_dataset_by_label(data_source):
+    """{label: [Datum]} in first-appearance order (few-shot sampling depends on this order)."""
+    groups = defaultdict(list)
+    for d in data_source:
+        groups[d.label].append(d)
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def listdir_nohidden(path, sort=True):
+    names = [n for n in os.listdir(path) if not n.startswith(".")]
+    return sorted(names) if sort else names
+
+
+def write_json_atomic(obj, path):
+    """json.dump with CoOp's formatting, via a hidden temp file in the same folder + rename, so
+    a killed run leaves the old file or the new one. Open mode "x" keeps the user's umask
+    (split files on shared storage must stay readable by others)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(obj, f, indent=4, separators=(",", ": "))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{what} {path} is not valid JSON ({e}).") from None
+
+
+def to_relpath(impath, path_prefix):
+    """The split-file path of an image: relative to the prefix, always with '/'."""
+    rel = os.path.relpath(impath, path_prefix)
+    if rel.startswith(".."):
+        raise ValueError(f"{impath} is not under {path_prefix}")
+    return rel.replace(os.sep, "/")
+
+
+def items_to_json(items, path_prefix):
+    return [[to_relpath(d.impath, path_prefix), int(d.label), d.classname] for d in items]
+
+
+def items_from_json(entries, path_prefix, where):
+    """[[relpath, label, classname], ...] -> [Datum]; `where` names the source in errors."""
+    if not isinstance(entries, list):
+        raise DatasetError(f"{where}: expected a list of [relpath, label, classname] entries.")
+    out = []
+    for i, e in enumerate(entries):
+        try:
+            rel, label, classname = e
+            out.append(Datum(impath=os.path.join(path_prefix, rel), label=int(label), classname=str(classname)))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: entry {i} is {e!r}, expected [relpath, label, classname].") from None
+    return out
+
+
+def save_split(train, val, test, filepath, path_prefix):
+    split = {k: items_to_json(v, path_prefix) for k, v in (("train", train), ("val", val), ("test", test))}
+    write_json_atomic(split, filepath)
+    print(f"Saved split to {filepath}")
+
+
+def read_split(filepath, path_prefix):
+    """CoOp's split JSON -> (train, val, test) with absolute paths under `path_prefix`."""
+    print(f"Reading split from {filepath}")
+    split = read_json(filepath, "Split file")
+    if not isinstance(split, dict) or any(k not in split for k in ("train", "val", "test")):
+        raise DatasetError(f"Split file {filepath} must hold the keys 'train', 'val' and 'test'.")
+    return tuple(items_from_json(split[k], path_prefix, f"{filepath} [{k}]") for k in ("train", "val", "test"))
+
+
+def missing_files(impaths):
+    """Paths that do not exist. One listdir per folder instead of one stat per image, which
+    matters on network file systems with 100k-image datasets."""
+    listings = {}
+    missing = []
+    for p in impaths:
+        folder, name = os.path.split(p)
+        names = listings.get(folder)
+        if names is None:
+            try:
+                names = set(os.listdir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                names = set()
+            listings[folder] = names
+        if name not in names:
+            missing.append(p)
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Split generation (used when a dataset's split JSON is absent)
+
+
+def class_folders(image_dir, ignored=()):
+    """[(folder name, [image paths])] for a folder of class folders; label = position.
+    Folders are sorted (as in CoOp); images are sorted too, so that a generated split depends
+    only on the seed, not on the file system's listing order (CoOp keeps os.listdir order)."""
+    out = []
+    for c in listdir_nohidden(image_dir):
+        if c in ignored or not os.path.isdir(os.path.join(image_dir, c)):
+            continue
+        folder = os.path.join(image_dir, c)
+        out.append((c, [os.path.join(folder, im) for im in listdir_nohidden(folder)]))
+    if not out:
+        raise DatasetError(f"No class folders found in {image_dir}.")
+    return out
+
+
+def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None):
+    """CoOp's per-class random split of a folder of class folders (50/20/30 by default), using
+    Python's global `random` (so it depends on the seed of the run that creates it)."""
+    categories = class_folders(image_dir, ignored)
+    p_tst = 1 - p_trn - p_val
+    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
+    train, val, test = [], [], []
+    for label, (category, images) in enumerate(categories):
+        images = list(images)
+        random.shuffle(images)
+        n_total = len(images)
+        n_train = round(n_total * p_trn)
+        n_val = round(n_total * p_val)
+        n_test = n_total - n_train - n_val
+        if min(n_train, n_val, n_test) <= 0:
+            raise DatasetError(
+                f"Class folder {os.path.join(image_dir, category)} has {n_total} images: too few to split "
+                f"{p_trn:.0%}/{p_val:.0%}/{p_tst:.0%} into non-empty train/val/test.")
+        cname = new_cnames.get(category, category) if new_cnames else category
+        for part, ims in ((train, images[:n_train]), (val, images[n_train:n_train + n_val]),
+                          (test, images[n_train + n_val:])):
+            part.extend(Datum(impath=im, label=label, classname=cname) for im in ims)
+    return train, val, test
+
+
+def split_trainval(trainval, p_val=0.2):
+    """CoOp's split of an official trainval list: per label (first-appearance order),
+    round(n * p_val) random items go to val."""
+    p_trn = 1 - p_val
+    print(f"Splitting trainval into {p_trn:.0%} train and {p_val:.0%} val")
+    tracker = defaultdict(list)
+    for idx, item in enumerate(trainval):
+        tracker[item.label].append(idx)
+    train, val = [], []
+    for label, idxs in tracker.items():
+        n_val = round(len(idxs) * p_val)
+        if n_val <= 0:
+            raise DatasetError(
+                f"Label {label} has {len(idxs)} trainval images: too few to hold out {p_val:.0%} for val.")
+        random.shuffle(idxs)
+        for n, idx in enumerate(idxs):
+            (val if n < n_val else train).append(trainval[idx])
+    return train, val
+
+
+def check_subsample(subsample):
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ConfigError(
+            f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}; got {subsample!r}.")
+
+
+def subsample_classes(*splits, subsample="all"):
+    """Base-to-new: the first ceil(n/2) labels of the first split are "base", the rest "new";
+    every split keeps the chosen labels, relabelled 0.. in order (domain reset to 0)."""
+    check_subsample(subsample)
+    if subsample == "all":
+        return list(splits)
+    labels = sorted({d.label for d in splits[0]})
+    m = math.ceil(len(labels) / 2)
+    print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+    selected = labels[:m] if subsample == "base" else labels[m:]
+    relabel = {y: i for i, y in enumerate(selected)}
+    return [
+        None if split is None else
+        [Datum(impath=d.impath, label=relabel[d.label], classname=d.classname) for d in split if d.label in relabel]
+        for split in splits
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared construction flow
+
+
+class SplitJsonDataset(DatasetBase):
+    """CoOp's flow: read `<root>/<folder>/<split_file>` (or generate it and save it), draw or load
+    the few-shot subset, subsample classes. Subclasses set the class attributes below and
+    implement `generate_split` when the dataset has a fallback."""
+
+    folder = ""  # under --root
+    image_folder = ""  # under folder
+    split_file = ""  # e.g. split_zhou_EuroSAT.json
+    anchor = ""  # DATASETS.md#<anchor>
+    layout = ""  # expected tree under --root, shown in errors
+    paths_relative_to_dataset_dir = False  # StanfordCars: split paths start at the dataset dir
+
+    def __init__(self, cfg):
+        from .fewshot import fewshot_cache_path, load_or_sample_fewshot  # fewshot.py imports this module
+
+        check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES)
+        self.root_given = bool(cfg.DATASET.ROOT)
+        self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        self.dataset_dir = os.path.join(self.root, self.folder)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_folder)
+        self.split_path = os.path.join(self.dataset_dir, self.split_file)
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        self.path_prefix = self.dataset_dir if self.paths_relative_to_dataset_dir else self.image_dir
+
+        train, val, test = self.load_split()
+        num_shots = cfg.DATASET.NUM_SHOTS
+        if num_shots >= 1:
+            train, val = load_or_sample_fewshot(
+                train, val, num_shots=num_shots, cache_path=fewshot_cache_path(self.dataset_dir, num_shots, cfg.SEED),
+                path_prefix=self.path_prefix, name=type(self).__name__)
+        train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+        super().__init__(train_x=train, val=val, test=test)
+
+    def generate_split(self):
+        """(train, val, test) from the raw annotations, for when the split JSON is absent."""
+        raise DatasetError(f"split file not found: {self.split_path}")
+
+    def load_split(self):
+        for path in (self.dataset_dir, self.image_dir):
+            if not os.path.isdir(path):
+                raise self.error(f"folder not found: {path}")
+        generated = not os.path.isfile(self.split_path)
+        try:
+            if generated:
+                train, val, test = self.generate_split()
+            else:
+                train, val, test = read_split(self.split_path, self.path_prefix)
+        except DatasetError as e:
+            raise self.error(str(e)) from None
+
+        items = train + val + test
+        missing = missing_files([d.impath for d in items])
+        if missing:
+            source = "the annotation files" if generated else os.path.basename(self.split_path)
+            examples = "\n".join(f"  {to_relpath(p, self.path_prefix)}" for p in missing[:5])
+            raise self.error(
+                f"{len(missing)} of {len(items)} images listed in {source} are missing under "
+                f"{self.path_prefix}, e.g.\n{examples}\nThe download looks incomplete or was extracted elsewhere.")
+        if generated:
+            try:
+                save_split(train, val, test, self.split_path, self.path_prefix)
+            except OSError as e:
+                raise DatasetError(
+                    f"{type(self).__name__}: cannot write the generated split to {self.split_path} ({e}). "
+                    "The dataset folder must be writable the first time, or put CoOp's split file there.") from None
+        return train, val, test
+
+    def error(self, problem):
+        layout = textwrap.indent(textwrap.dedent(self.layout).strip("\n"), "  ")
+        where = self.root if self.root_given else f"{self.root}; DATASET.ROOT is empty, so the current folder"
+        return DatasetError(
+            f"{type(self).__name__}: {problem}\n"
+            f"Expected layout under --root ({where}):\n{layout}\n"
+            f"See DATASETS.md#{self.anchor} for the downloads and the split file.")

@@ -1,0 +1,1 @@
+"""Framework core: config, registries, trainer loop, optimisation, evaluation, I/O."""

@@ -1,0 +1,190 @@
+"""Config tree with Dassl-compatible keys and yacs semantics.
+
+Merge order (as in CoOp/TaskRes `train.py`): defaults -> every trainer's `extend_cfg` ->
+dataset yaml -> method yaml -> CLI flags -> trailing `KEY VALUE` opts. yacs gives the
+semantics the reference yaml files rely on: `ast.literal_eval` of string values
+(`1e-5` -> float, `(224, 224)` -> tuple), an error on unknown keys and on type mismatches.
+"""
+import os
+
+from yacs.config import CfgNode as CN
+
+from .errors import ConfigError
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def get_cfg_default():
+    c = CN()
+    c.VERSION = 1
+    c.OUTPUT_DIR = "./output"
+    c.RESUME = ""
+    c.SEED = -1
+    c.USE_CUDA = True
+    c.VERBOSE = True
+
+    c.INPUT = CN()
+    c.INPUT.SIZE = (224, 224)
+    c.INPUT.INTERPOLATION = "bilinear"
+    c.INPUT.TRANSFORMS = ()
+    c.INPUT.NO_TRANSFORM = False
+    c.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+    c.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+    c.INPUT.CROP_PADDING = 4
+    c.INPUT.RRCROP_SCALE = (0.08, 1.0)
+    c.INPUT.CUTOUT_N = 1
+    c.INPUT.CUTOUT_LEN = 16
+    c.INPUT.GN_MEAN = 0.0
+    c.INPUT.GN_STD = 0.15
+    c.INPUT.RANDAUGMENT_N = 2
+    c.INPUT.RANDAUGMENT_M = 10
+    c.INPUT.COLORJITTER_B = 0.4
+    c.INPUT.COLORJITTER_C = 0.4
+    c.INPUT.COLORJITTER_S = 0.4
+    c.INPUT.COLORJITTER_H = 0.1
+    c.INPUT.RGS_P = 0.2
+    c.INPUT.GB_P = 0.5
+    c.INPUT.GB_K = 21
+
+    c.DATASET = CN()
+    c.DATASET.ROOT = ""
+    c.DATASET.NAME = ""
+    c.DATASET.SOURCE_DOMAINS = ()
+    c.DATASET.TARGET_DOMAINS = ()
+    c.DATASET.NUM_LABELED = -1
+    c.DATASET.NUM_SHOTS = -1
+    c.DATASET.VAL_PERCENT = 0.1
+    c.DATASET.STL10_FOLD = -1
+    c.DATASET.CIFAR_C_TYPE = ""
+    c.DATASET.CIFAR_C_LEVEL = 1
+    c.DATASET.ALL_AS_UNLABELED = False
+    # Added by CoOp's extend_cfg; kept here because every dataset reads it.
+    c.DATASET.SUBSAMPLE_CLASSES = "all"
+
+    c.DATALOADER = CN()
+    c.DATALOADER.NUM_WORKERS = 4
+    c.DATALOADER.K_TRANSFORMS = 1
+    c.DATALOADER.RETURN_IMG0 = False
+    c.DATALOADER.TRAIN_X = CN()
+    c.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+    c.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+    c.DATALOADER.TRAIN_X.N_DOMAIN = 0
+    c.DATALOADER.TRAIN_X.N_INS = 16
+    c.DATALOADER.TRAIN_U = CN()
+    c.DATALOADER.TRAIN_U.SAME_AS_X = True
+    c.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
+    c.DATALOADER.TRAIN_U.BATCH_SIZE = 32
+    c.DATALOADER.TRAIN_U.N_DOMAIN = 0
+    c.DATALOADER.TRAIN_U.N_INS = 16
+    c.DATALOADER.TEST = CN()
+    c.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+    c.DATALOADER.TEST.BATCH_SIZE = 32
+
+    c.MODEL = CN()
+    c.MODEL.INIT_WEIGHTS = ""
+    c.MODEL.BACKBONE = CN()
+    # A CLIP name (RN50, ViT-B/16, ...), a path to a checkpoint file, or "model:pretrained" for open_clip.
+    c.MODEL.BACKBONE.NAME = ""
+    c.MODEL.BACKBONE.PRETRAINED = True
+    # Where OpenAI weights are downloaded and looked up; "" -> $CLIP_CACHE_DIR or ~/.cache/clip.
+    c.MODEL.BACKBONE.CACHE_DIR = ""
+    c.MODEL.HEAD = CN()
+    c.MODEL.HEAD.NAME = ""
+    c.MODEL.HEAD.HIDDEN_LAYERS = ()
+    c.MODEL.HEAD.ACTIVATION = "relu"
+    c.MODEL.HEAD.BN = True
+    c.MODEL.HEAD.DROPOUT = 0.0
+
+    c.OPTIM = CN()
+    c.OPTIM.NAME = "adam"
+    c.OPTIM.LR = 0.0003
+    c.OPTIM.WEIGHT_DECAY = 5e-4
+    c.OPTIM.MOMENTUM = 0.9
+    c.OPTIM.SGD_DAMPNING = 0
+    c.OPTIM.SGD_NESTEROV = False
+    c.OPTIM.RMSPROP_ALPHA = 0.99
+    c.OPTIM.ADAM_BETA1 = 0.9
+    c.OPTIM.ADAM_BETA2 = 0.999
+    c.OPTIM.STAGED_LR = False
+    c.OPTIM.NEW_LAYERS = ()
+    c.OPTIM.BASE_LR_MULT = 0.1
+    c.OPTIM.LR_SCHEDULER = "single_step"
+    c.OPTIM.STEPSIZE = (-1,)
+    c.OPTIM.GAMMA = 0.1
+    c.OPTIM.MAX_EPOCH = 10
+    c.OPTIM.WARMUP_EPOCH = -1
+    c.OPTIM.WARMUP_TYPE = "linear"
+    c.OPTIM.WARMUP_CONS_LR = 1e-5
+    c.OPTIM.WARMUP_MIN_LR = 1e-5
+    c.OPTIM.WARMUP_RECOUNT = True
+
+    c.TRAIN = CN()
+    c.TRAIN.CHECKPOINT_FREQ = 0
+    c.TRAIN.PRINT_FREQ = 10
+    c.TRAIN.COUNT_ITER = "train_x"
+    # Not in Dassl: a rolling resume snapshot every N epochs (0 = off, the reference), removed
+    # when the run finishes, so a killed run continues where it stopped.
+    c.TRAIN.RESUME_FREQ = 1
+    # Not in Dassl (which always writes it): TensorBoard events under OUTPUT_DIR/tensorboard.
+    c.TRAIN.TENSORBOARD = True
+
+    c.TEST = CN()
+    c.TEST.EVALUATOR = "Classification"
+    c.TEST.PER_CLASS_RESULT = False
+    c.TEST.COMPUTE_CMAT = False
+    c.TEST.NO_TEST = False
+    c.TEST.SPLIT = "test"
+    c.TEST.FINAL_MODEL = "last_step"
+
+    # Where image features come from for trainers that consume features (DESIGN.md).
+    c.FEATURES = CN()
+    c.FEATURES.MODE = "online"  # "online" = the reference: augment and encode every batch
+    c.FEATURES.NUM_VIEWS = 10  # augmented views per training image in "cached" mode
+    c.FEATURES.CACHE_DIR = ""  # "" -> $FEATURE_CACHE_DIR or ~/.cache/taskres-features
+    # Precision of the frozen image encoder on CUDA: "" = what the method's reference does
+    # (TaskRes casts CLIP to fp32 after building its base; zero-shot CLIP stays fp16),
+    # "fp16" or "fp32" to force one. CPU always runs fp32.
+    c.FEATURES.IMAGE_ENCODER_PREC = ""
+
+    c.TRAINER = CN()
+    c.TRAINER.NAME = ""
+    return c
+
+
+def check_cfg(cfg):
+    """Checks shared by every trainer; trainer-specific ones live in the trainer's check_cfg."""
+    if cfg.FEATURES.MODE not in ("online", "cached"):
+        raise ConfigError(f"FEATURES.MODE must be 'online' or 'cached', got {cfg.FEATURES.MODE!r}")
+    if cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):
+        raise ConfigError(f"TEST.FINAL_MODEL must be 'last_step' or 'best_val', got {cfg.TEST.FINAL_MODEL!r}")
+    if cfg.FEATURES.IMAGE_ENCODER_PREC not in ("", "fp16", "fp32"):
+        raise ConfigError(f"FEATURES.IMAGE_ENCODER_PREC must be '', 'fp16' or 'fp32', got {cfg.FEATURES.IMAGE_ENCODER_PREC!r}")
+
+
+def merge_file(cfg, path, what):
+    if not path:
+        return
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        cfg.merge_from_file(path)
+    except (KeyError, AssertionError, ValueError) as e:
+        raise ConfigError(f"Cannot merge {what} {path}: {_yacs_reason(e)}") from None
+
+
+def merge_opts(cfg, opts):
+    if len(opts) % 2:
+        raise ConfigError(
+            f"Config overrides come in KEY VALUE pairs; got an odd number of tokens: {' '.join(opts)}")
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError, ValueError) as e:
+        raise ConfigError(f"Cannot apply config overrides: {_yacs_reason(e)}") from None
+
+
+def _yacs_reason(e):
+    msg = " ".join(str(a) for a in e.args)
+    if "Non-existent" in msg:
+        return f"unknown config key ({msg}). Check the spelling against engine/config.py or the trainer's extend_cfg."
+    return msg

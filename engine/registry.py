@@ -1,0 +1,48 @@
+"""Name -> class registries with "did you mean" errors (the role of Dassl's Registry)."""
+import difflib
+
+from .errors import UserError
+
+
+class Registry:
+    def __init__(self, kind):
+        self.kind = kind
+        self._items = {}
+
+    def register(self, obj=None, name=None):
+        """Use as `@REG.register()` or `REG.register(obj)`; the key is the class name."""
+
+        def add(o):
+            key = name or o.__name__
+            if key in self._items and self._items[key] is not o:
+                raise KeyError(f"{self.kind} {key!r} is registered twice")
+            self._items[key] = o
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name):
+        if name not in self._items:
+            raise UserError(self.unknown_message(name))
+        return self._items[name]
+
+    def unknown_message(self, name):
+        names = sorted(self._items)
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+        if not close:  # case-insensitive fallback: "eurosat" -> "EuroSAT"
+            close = [n for n in names if n.lower() == str(name).lower()]
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        return f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(names) or '(none)'}."
+
+    def names(self):
+        return sorted(self._items)
+
+    def items(self):
+        return sorted(self._items.items())
+
+    def __contains__(self, name):
+        return name in self._items
+
+
+TRAINER_REGISTRY = Registry("trainer")
+DATASET_REGISTRY = Registry("dataset")

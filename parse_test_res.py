@@ -1,0 +1,367 @@
+"""Average test results over seeds (CoOp-compatible command line and output).
+
+    python parse_test_res.py DIRECTORY [--ci95] [--test-log] [--multi-exp] [--keyword accuracy]
+                                       [--from-log] [--table]
+
+DIRECTORY holds one folder per run (usually seed1, seed2, seed3). For every run the value of
+`* <keyword>: X%` after the end-signal line of its log is printed, then the mean and the
+population standard deviation (or the 95% confidence interval with --ci95).
+
+Examples:
+    python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots/base_regular_alpha0.5
+    python parse_test_res.py output/imagenetv2/TaskRes/generalization_rn50 --test-log
+    python parse_test_res.py output/caltech101/TaskRes --multi-exp
+    python parse_test_res.py output --table
+
+Differences from CoOp's script, none of which changes the output of a complete run folder
+whose only log is log.txt and which has no results.json:
+  * a run folder without a log or without a result is reported (`skip ...`, on stderr) and left
+    out, instead of stopping everything with an assertion;
+  * when a rerun wrote `log.txt-YYYY-MM-DD-HH-MM-SS` next to an older log.txt, the newest log is
+    read (the logger only uses a timestamped name when log.txt already exists);
+  * a `results.json` next to the log supplies the full-precision value (the log prints one
+    decimal); --from-log turns this off;
+  * --table prints one mean +- std row per experiment for a whole tree of runs;
+  * the exit status is 1 when nothing could be parsed, 2 when DIRECTORY is not a folder.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+LOG_NAME = "log.txt"
+RESULTS_JSON = "results.json"
+TRAIN_END_SIGNAL = "Finish training"
+TEST_END_SIGNAL = "=> result"
+_TIMESTAMPED_LOG = re.compile(r"^log\.txt-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
+_SEED_DIR = re.compile(r"^seed\d+$")
+
+
+class RunSkipped(Exception):
+    """A run folder that has no usable result; the message says why."""
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    source: str  # the file the value was taken from (the log or results.json)
+    value: float
+    log: str
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    directory: str
+    keyword: str
+    runs: List[RunResult]
+    skipped: List[str]  # "skip <dir>: <reason>" messages
+    mean: float = float("nan")
+    spread: float = float("nan")  # population std, or the 95% CI half-width
+
+    @property
+    def n(self):
+        return len(self.runs)
+
+
+def listdir_nohidden(path, sort=True):
+    names = [n for n in os.listdir(path) if not n.startswith(".")]
+    return sorted(names) if sort else names
+
+
+def end_signal(test_log=False):
+    return TEST_END_SIGNAL if test_log else TRAIN_END_SIGNAL
+
+
+def compute_ci95(values):
+    return 1.96 * np.std(values) / np.sqrt(len(values))
+
+
+def find_log(run_dir):
+    """The newest log of a run folder, or None.
+
+    The logger writes log.txt, and `log.txt-YYYY-MM-DD-HH-MM-SS` only when log.txt already exists,
+    so any timestamped log is newer than log.txt, and the names of timestamped logs sort in time
+    order.
+    """
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return None
+    stamped = sorted(n for n in names if _TIMESTAMPED_LOG.match(n) and os.path.isfile(os.path.join(run_dir, n)))
+    if stamped:
+        return os.path.join(run_dir, stamped[-1])
+    path = os.path.join(run_dir, LOG_NAME)
+    return path if os.path.isfile(path) else None
+
+
+def metric_regex(keyword):
+    return re.compile(r"\* {}: ([\.\deE+-]+)%".format(re.escape(keyword)))
+
+
+def parse_log(path, keyword="accuracy", signal=TRAIN_END_SIGNAL):
+    """Return (value, text) of the last `* keyword: X%` line after the end signal, or (None, None)."""
+    regex = metric_regex(keyword)
+    seen_signal = False
+    found = (None, None)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line == signal:
+                seen_signal = True
+            if not seen_signal:
+                continue
+            match = regex.search(line)
+            if match:
+                try:
+                    found = (float(match.group(1)), match.group(1))
+                except ValueError:
+                    continue
+    return found
+
+
+def _printed_tolerance(text):
+    """Half a unit of the last digit printed in `text` (how far the unrounded value can be)."""
+    mantissa, _, exponent = text.lower().partition("e")
+    decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
+    scale = 10.0 ** int(exponent) if exponent.lstrip("+-").isdigit() else 1.0
+    return 0.5 * 10.0 ** (-decimals) * scale + 1e-9
+
+
+def read_results_json(run_dir, keyword):
+    """Return (value or None, note or None) from run_dir/results.json."""
+    path = os.path.join(run_dir, RESULTS_JSON)
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, f"cannot read {path} ({e}); using the log value"
+    value = data.get(keyword) if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, None
+    return float(value), None
+
+
+def parse_run(run_dir, keyword="accuracy", test_log=False, from_log=False):
+    """Parse one run folder; raise RunSkipped with the reason when it has no result.
+
+    The newest log decides whether the run has a result (the end signal followed by a
+    `* keyword:` line). If it does and results.json agrees with it to the printed precision,
+    the full-precision value from results.json is returned. A results.json that disagrees is
+    taken to be left over from another run and ignored (with a note).
+    """
+    signal = end_signal(test_log)
+    log = find_log(run_dir)
+    if log is None:
+        raise RunSkipped(f"no {LOG_NAME}")
+    value, text = parse_log(log, keyword, signal)
+    if value is None:
+        raise RunSkipped(f'no "* {keyword}:" result after "{signal}" in {os.path.basename(log)}')
+    result = RunResult(run_dir=run_dir, source=log, value=value, log=log)
+    if from_log:
+        return result
+    precise, note = read_results_json(run_dir, keyword)
+    if note:
+        result.notes.append(note)
+    if precise is None:
+        return result
+    if abs(precise - value) <= _printed_tolerance(text):
+        result.value = precise
+        result.source = os.path.join(run_dir, RESULTS_JSON)
+    else:
+        result.notes.append(
+            f"{os.path.join(run_dir, RESULTS_JSON)} says {keyword} {precise:g}% but "
+            f"{os.path.basename(log)} says {text}%; using the log (results.json is from another run)")
+    return result
+
+
+def collect(directory, keyword="accuracy", test_log=False, ci95=False, from_log=False):
+    """Parse every non-hidden subfolder of `directory` as one run; plain files are ignored."""
+    runs, skipped = [], []
+    for name in listdir_nohidden(directory):
+        run_dir = os.path.join(directory, name)
+        if not os.path.isdir(run_dir):
+            continue
+        try:
+            runs.append(parse_run(run_dir, keyword, test_log, from_log))
+        except RunSkipped as e:
+            skipped.append(f"skip {run_dir}: {e}")
+    summary = Summary(directory=directory, keyword=keyword, runs=runs, skipped=skipped)
+    if runs:
+        values = [r.value for r in runs]
+        summary.mean = float(np.mean(values))
+        summary.spread = float(compute_ci95(values) if ci95 else np.std(values))
+    return summary
+
+
+def _report_notes(summary, err):
+    for line in summary.skipped:
+        print(line, file=err)
+    for run in summary.runs:
+        for note in run.notes:
+            print(f"note: {note}", file=err)
+
+
+def parse_function(directory, keyword="accuracy", test_log=False, ci95=False, from_log=False,
+                   out=None, err=None):
+    """Print the per-run lines and the summary of one experiment folder; return the Summary."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    print(f"Parsing files in {directory}", file=out)
+    summary = collect(directory, keyword, test_log, ci95, from_log)
+    for run in summary.runs:
+        print(f"file: {run.source}. {keyword}: {run.value:.2f}%. ", file=out)
+    out.flush()
+    _report_notes(summary, err)
+    if summary.runs:
+        print("===", file=out)
+        print(f"Summary of directory: {directory}", file=out)
+        print(f"* {keyword}: {summary.mean:.2f}% +- {summary.spread:.2f}%", file=out)
+        print("===", file=out)
+    return summary
+
+
+def _no_results_message(directory, keyword, test_log):
+    msg = f"error: no results found in {directory}"
+    if find_log(directory) is not None:
+        msg += (f" ({directory} has its own log, so it looks like a single run: "
+                f"pass the folder that contains the run folders)")
+    elif not test_log:
+        msg += (f' (looked for "* {keyword}:" after "{TRAIN_END_SIGNAL}"; '
+                f"for evaluation-only runs add --test-log)")
+    return msg
+
+
+def _looks_like_run(path):
+    return (_SEED_DIR.match(os.path.basename(path)) is not None or find_log(path) is not None
+            or os.path.isfile(os.path.join(path, RESULTS_JSON)))
+
+
+def find_experiments(root):
+    """Folders under `root` (itself included) with at least one run folder: a folder that has a
+    log or a results.json, or that is named seed<N> (so unfinished runs are reported too)."""
+    found = []
+    for current, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if any(_looks_like_run(os.path.join(current, d)) for d in dirnames):
+            found.append(current)
+            dirnames[:] = []  # the run folders themselves hold no experiments
+    return found
+
+
+def print_table(root, keyword="accuracy", test_log=False, ci95=False, from_log=False, out=None, err=None):
+    """One row (mean, spread, number of runs) per experiment under root; return the rows."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    summaries = []
+    for exp in find_experiments(root):
+        summary = collect(exp, keyword, test_log, ci95, from_log)
+        _report_notes(summary, err)
+        if summary.runs:
+            summaries.append(summary)
+    if not summaries:
+        return summaries
+    names = [os.path.relpath(s.directory, root) for s in summaries]
+    spread_name = "ci95" if ci95 else "std"
+    width = max(len("experiment"), *(len(n) for n in names))
+    vwidth = max(len(keyword), 6)
+    print(f"{'experiment':<{width}}  {'n':>3}  {keyword:>{vwidth}}  {spread_name:>6}", file=out)
+    for name, s in zip(names, summaries):
+        print(f"{name:<{width}}  {s.n:>3}  {s.mean:>{vwidth}.2f}  {s.spread:>6.2f}", file=out)
+    return summaries
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=(
+            "Average the test results of the run folders (seed1, seed2, ...) inside DIRECTORY.\n\n"
+            "For each run folder the newest log is read: log.txt, or the latest\n"
+            "log.txt-YYYY-MM-DD-HH-MM-SS that a rerun wrote next to it. Only '* KEYWORD: X%' lines\n"
+            "after the end-signal line count, and the last one wins. If a results.json next to the\n"
+            "log agrees with that value, its full-precision value is used instead of the one-decimal\n"
+            "value of the log (--from-log turns this off). Folders without a log or without a\n"
+            "result are reported on stderr and left out.\n\n"
+            "Exit status: 0 ok, 1 nothing could be parsed, 2 DIRECTORY is not a folder."),
+        epilog=(
+            "examples:\n"
+            "  python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots/base_regular_alpha0.5\n"
+            "  python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots --multi-exp\n"
+            "  python parse_test_res.py output/ZeroshotCLIP2/rn50 --test-log\n"
+            "  python parse_test_res.py output --table --ci95"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=str, help="folder that contains the run folders")
+    parser.add_argument("--ci95", action="store_true",
+                        help="report the 95%% confidence interval 1.96*std/sqrt(n) instead of the std")
+    parser.add_argument("--test-log", action="store_true",
+                        help='logs of evaluation-only runs: start matching after "=> result" '
+                             'instead of "Finish training"')
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--multi-exp", action="store_true",
+                      help="each subfolder is an experiment of run folders; also print the mean "
+                           "of the experiment means")
+    mode.add_argument("--table", action="store_true",
+                      help="find every experiment under DIRECTORY (a folder with run folders: folders "
+                           "with a log or results.json, or named seed<N>) and print one row per "
+                           "experiment: number of runs, mean, std (or ci95)")
+    parser.add_argument("--keyword", default="accuracy", type=str,
+                        help="metric to parse: accuracy (default), error, macro_f1")
+    parser.add_argument("--from-log", action="store_true",
+                        help="use the values printed in the logs even where a results.json exists")
+    return parser
+
+
+def main(argv=None, out=None, err=None):
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    err = err or sys.stderr
+    opts = dict(keyword=args.keyword, test_log=args.test_log, ci95=args.ci95, from_log=args.from_log)
+    root = args.directory
+    if not os.path.isdir(root):
+        print(f"error: {root} is not a folder", file=err)
+        return 2
+
+    if args.table:
+        if not print_table(root, out=out, err=err, **opts):
+            out.flush()
+            print(f"error: no experiment with results found under {root}"
+                  + ("" if args.test_log else " (for evaluation-only runs add --test-log)"), file=err)
+            return 1
+        return 0
+
+    if args.multi_exp:
+        means = []
+        for name in listdir_nohidden(root):
+            exp = os.path.join(root, name)
+            if not os.path.isdir(exp):
+                continue
+            summary = parse_function(exp, out=out, err=err, **opts)
+            if summary.runs:
+                means.append(summary.mean)
+            else:
+                out.flush()
+                print(f"skip experiment {exp}: no results", file=err)
+        if not means:
+            out.flush()
+            print(_no_results_message(root, args.keyword, args.test_log), file=err)
+            return 1
+        print("Average performance", file=out)
+        print(f"* {args.keyword}: {np.mean(means):.2f}%", file=out)
+        return 0
+
+    summary = parse_function(root, out=out, err=err, **opts)
+    if not summary.runs:
+        out.flush()
+        print(_no_results_message(root, args.keyword, args.test_log), file=err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

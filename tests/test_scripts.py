@@ -1,0 +1,304 @@
+"""scripts/taskres/*.sh with a stand-in interpreter, and the yaml files under configs/."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, "scripts", "taskres", "main.sh")
+ZEROSHOT = os.path.join(REPO, "scripts", "taskres", "zeroshot.sh")
+CFG = "adam_lr2e-3_B256_ep200"
+
+# Records its argv (one JSON list per line in $FAKE_CALLS) and, like a finished train.py run,
+# writes log.txt and results.json into --output-dir.
+FAKE_PYTHON = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+out = args[args.index("--output-dir") + 1]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "log.txt"), "a") as f:
+    f.write("Finish training\\n=> result\\n* accuracy: 80.0%\\n")
+tmp = os.path.join(out, "results.json.tmp")
+with open(tmp, "w") as f:
+    json.dump({{"accuracy": 80.0, "error": 20.0, "macro_f1": 79.0}}, f)
+os.replace(tmp, os.path.join(out, "results.json"))
+"""
+
+
+@pytest.fixture
+def fake(tmp_path):
+    tmp_path = type(tmp_path)(os.path.realpath(tmp_path))  # the scripts see physical paths
+    path = tmp_path / "fake_python"
+    path.write_text(FAKE_PYTHON.format(python=sys.executable))
+    path.chmod(0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    calls = tmp_path / "calls.jsonl"
+
+    def run(script, *args, cwd=None, **env_extra):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+               "PYTHON": str(path), "FAKE_CALLS": str(calls)}
+        env.update({k: str(v) for k, v in env_extra.items()})
+        return subprocess.run(["bash", script, *map(str, args)], cwd=cwd or str(tmp_path), env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    def recorded():
+        if not calls.exists():
+            return []
+        return [json.loads(line) for line in calls.read_text().splitlines()]
+
+    return run, recorded, data, tmp_path
+
+
+def opt(argv, flag):
+    return argv[argv.index(flag) + 1]
+
+
+def test_three_seeds_regular_base(fake):
+    run, recorded, data, tmp = fake
+    r = run(MAIN, "caltech101", CFG, "none", 16, 0.5, DATA=data)
+    assert r.returncode == 0, r.stderr
+    calls = recorded()
+    assert len(calls) == 3
+    for seed, argv in zip((1, 2, 3), calls):
+        out = f"{tmp}/output/caltech101/TaskRes/{CFG}_16shots/base_regular_alpha0.5/seed{seed}"
+        assert argv == [
+            "train.py", "--root", str(data), "--seed", str(seed), "--trainer", "TaskRes",
+            "--dataset-config-file", "configs/datasets/caltech101.yaml",
+            "--config-file", f"configs/trainers/TaskRes/{CFG}.yaml",
+            "--output-dir", out, "--enhanced-base", "none",
+            "DATASET.NUM_SHOTS", "16", "TRAINER.TaskRes.RESIDUAL_SCALE", "0.5",
+        ]
+        assert os.path.isfile(os.path.join(out, "results.json"))
+
+
+def test_relative_output_from_repo_root(fake):
+    run, recorded, data, tmp = fake
+    r = run(MAIN, "dtd", CFG, "none", 1, 0.5, cwd=REPO, DATA=data, SEEDS="1",
+            OUTPUT=tmp / "out")
+    assert r.returncode == 0, r.stderr
+    (argv,) = recorded()
+    assert opt(argv, "--output-dir") == f"{tmp}/out/dtd/TaskRes/{CFG}_1shots/base_regular_alpha0.5/seed1"
+
+
+def test_enhanced_base_gets_its_own_folder(fake):
+    run, recorded, data, tmp = fake
+    base = tmp / "strong_base" / "Caltech101" / "rn50_16shots"
+    base.mkdir(parents=True)
+    (base / "model.pth.tar").write_bytes(b"x")
+    run(MAIN, "caltech101", CFG, "none", 16, 0.5, DATA=data, SEEDS="1")
+    r = run(MAIN, "caltech101", CFG, "strong_base/Caltech101/rn50_16shots/model.pth.tar", 16, 0.5,
+            DATA=data, SEEDS="1")
+    assert r.returncode == 0, r.stderr
+    regular, enhanced = recorded()  # the enhanced run was not skipped
+    assert opt(regular, "--output-dir").endswith(f"{CFG}_16shots/base_regular_alpha0.5/seed1")
+    assert opt(enhanced, "--output-dir").endswith(f"{CFG}_16shots/base_enhanced_alpha0.5/seed1")
+    assert opt(enhanced, "--enhanced-base") == str(base / "model.pth.tar")
+
+
+def test_missing_enhanced_base_file(fake):
+    run, recorded, data, _ = fake
+    r = run(MAIN, "caltech101", CFG, "nowhere/model.pth.tar", 16, 0.5, DATA=data)
+    assert r.returncode != 0
+    assert "enhanced base" in r.stderr and "not found" in r.stderr
+    assert recorded() == []
+
+
+def test_finished_runs_skipped_unfinished_rerun(fake):
+    run, recorded, data, tmp = fake
+    exp = tmp / "output" / "caltech101" / "TaskRes" / f"{CFG}_16shots" / "base_regular_alpha0.5"
+    (exp / "seed1").mkdir(parents=True)
+    (exp / "seed1" / "results.json").write_text('{"accuracy": 90.0}')
+    (exp / "seed2").mkdir()
+    (exp / "seed2" / "log.txt").write_text("epoch [200/200]\n")
+    (exp / "seed2" / "log.txt-2024-01-01-00-00-00").write_text(
+        "epoch [200/200]\nFinish training\nEvaluate on the *test* set\n=> result\n* accuracy: 90.0%\n")
+    (exp / "seed3").mkdir()  # killed during training
+    (exp / "seed3" / "log.txt").write_text("epoch [12/200] batch [5/7]\n")
+    (exp / "seed4").mkdir()  # a result block but no "Finish training" (not a finished training run)
+    (exp / "seed4" / "log.txt").write_text("=> result\n* accuracy: 10.0%\n")
+    r = run(MAIN, "caltech101", CFG, "none", 16, 0.5, DATA=data, SEEDS="1 2 3 4 5")
+    assert r.returncode == 0, r.stderr
+    assert [opt(a, "--seed") for a in recorded()] == ["3", "4", "5"]
+    assert f"Skip: finished run at {tmp}/output" in r.stdout
+    assert "Resume:" in r.stdout
+
+    # Everything is finished now: a second call runs nothing.
+    r = run(MAIN, "caltech101", CFG, "none", 16, 0.5, DATA=data, SEEDS="1 2 3 4 5")
+    assert r.returncode == 0, r.stderr
+    assert len(recorded()) == 3
+    assert r.stdout.count("Skip:") == 5
+
+
+def test_missing_data_root(fake):
+    run, recorded, _, _ = fake
+    r = run(MAIN, "caltech101", CFG, "none", 16, 0.5)
+    assert r.returncode != 0
+    assert "DATA" in r.stderr and "6th argument" in r.stderr
+    assert recorded() == []
+
+
+def test_data_argument_wins_over_environment(fake):
+    run, recorded, data, tmp = fake
+    r = run(MAIN, "caltech101", CFG, "none", 16, 0.5, data, DATA=tmp / "elsewhere", SEEDS="2")
+    assert r.returncode == 0, r.stderr
+    (argv,) = recorded()
+    assert opt(argv, "--root") == str(data)
+
+
+def test_nonexistent_data_root(fake):
+    run, recorded, _, tmp = fake
+    r = run(MAIN, "caltech101", CFG, "none", 16, 0.5, tmp / "missing")
+    assert r.returncode != 0 and "not a folder" in r.stderr
+    assert recorded() == []
+
+
+def test_usage_and_unknown_config(fake):
+    run, recorded, data, _ = fake
+    r = run(MAIN, "caltech101", CFG, "none", DATA=data)
+    assert r.returncode != 0 and "usage:" in r.stderr
+    r = run(MAIN, "caltech101", "adam_nope", "none", 16, 0.5, DATA=data)
+    assert r.returncode != 0
+    assert "configs/trainers/TaskRes/adam_nope.yaml not found" in r.stderr and CFG in r.stderr
+    assert recorded() == []
+
+
+def test_backbone_and_extra_opts(fake):
+    run, recorded, data, tmp = fake
+    r = run(MAIN, "imagenet", "adam_lr2e-4_B256_ep200", "none", 16, 0.5, DATA=data, SEEDS="1",
+            BACKBONE="ViT-B/16", EXTRA_OPTS="TRAINER.TaskRes.PREC fp32 OPTIM.MAX_EPOCH 2")
+    assert r.returncode == 0, r.stderr
+    (argv,) = recorded()
+    assert opt(argv, "--output-dir") == (
+        f"{tmp}/output/imagenet/TaskRes/adam_lr2e-4_B256_ep200-ViT-B-16_16shots/base_regular_alpha0.5/seed1")
+    assert argv[-10:] == ["DATASET.NUM_SHOTS", "16", "TRAINER.TaskRes.RESIDUAL_SCALE", "0.5",
+                          "MODEL.BACKBONE.NAME", "ViT-B/16",
+                          "TRAINER.TaskRes.PREC", "fp32", "OPTIM.MAX_EPOCH", "2"]
+
+
+def test_zeroshot_script(fake):
+    run, recorded, data, tmp = fake
+    r = run(ZEROSHOT, "oxford_pets", "rn50", data)
+    assert r.returncode == 0, r.stderr
+    (argv,) = recorded()
+    assert argv == [
+        "train.py", "--root", str(data), "--trainer", "ZeroshotCLIP2",
+        "--dataset-config-file", "configs/datasets/oxford_pets.yaml",
+        "--config-file", "configs/trainers/ZeroshotCLIP/rn50.yaml",
+        "--output-dir", f"{tmp}/output/ZeroshotCLIP2/rn50/oxford_pets", "--eval-only",
+    ]
+    r = run(ZEROSHOT, "oxford_pets", "rn50")
+    assert r.returncode != 0 and "DATA" in r.stderr
+
+
+# ---------------------------------------------------------------- configs
+
+
+def all_yaml():
+    return sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+
+
+def test_expected_config_files_exist():
+    names = {os.path.relpath(p, os.path.join(REPO, "configs")) for p in all_yaml()}
+    taskres = ["adam_lr2e-3_B256_ep100", "adam_lr2e-3_B256_ep200", "adam_lr2e-4_B256_ep100",
+               "adam_lr2e-4_B256_ep200", "adam_lr2e-4_B256_ep200_RN101", "adam_lr2e-4_B256_ep200_RN50x16",
+               "adam_lr2e-4_B256_ep200_ViT16", "adam_lr2e-4_B256_ep200_ViT32", "generalization_rn50",
+               "generalization_rn101", "generalization_vit16", "generalization_vit32"]
+    for n in taskres:
+        assert f"trainers/TaskRes/{n}.yaml" in names
+    for folder in ("ZeroshotCLIP", "CoOp"):
+        for n in ("rn50", "rn101", "vit_b32", "vit_b16"):
+            assert f"trainers/{folder}/{n}.yaml" in names
+    assert len([n for n in names if n.startswith("datasets/")]) == 15
+
+
+@pytest.mark.parametrize("path", all_yaml(), ids=lambda p: os.path.relpath(p, REPO))
+def test_yaml_merges_into_defaults(path):
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(path)
+
+
+DATASET_NAMES = {
+    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
+    "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
+    "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+}
+
+
+@pytest.mark.parametrize("stem,name", sorted(DATASET_NAMES.items()))
+def test_dataset_names(stem, name):
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", f"{stem}.yaml"))
+    assert cfg.DATASET.NAME == name
+
+
+def merged(rel):
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs", rel))
+    return cfg
+
+
+def test_taskres_recipe_values():
+    cfg = merged("trainers/TaskRes/adam_lr2e-4_B256_ep200.yaml")
+    assert cfg.OPTIM.NAME == "adam"
+    assert cfg.OPTIM.LR == 0.0002 and isinstance(cfg.OPTIM.LR, float)
+    assert cfg.OPTIM.MAX_EPOCH == 200
+    assert cfg.OPTIM.LR_SCHEDULER == "cosine"
+    assert cfg.OPTIM.WARMUP_EPOCH == 1 and cfg.OPTIM.WARMUP_TYPE == "constant"
+    assert cfg.OPTIM.WARMUP_CONS_LR == 1e-05 and isinstance(cfg.OPTIM.WARMUP_CONS_LR, float)
+    assert cfg.INPUT.SIZE == (224, 224) and isinstance(cfg.INPUT.SIZE, tuple)
+    assert cfg.INPUT.INTERPOLATION == "bicubic"
+    assert list(cfg.INPUT.PIXEL_MEAN) == [0.48145466, 0.4578275, 0.40821073]
+    assert list(cfg.INPUT.PIXEL_STD) == [0.26862954, 0.26130258, 0.27577711]
+    assert list(cfg.INPUT.TRANSFORMS) == ["random_resized_crop", "random_flip", "normalize"]
+    assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 256
+    assert cfg.DATALOADER.TEST.BATCH_SIZE == 500
+    assert cfg.DATALOADER.NUM_WORKERS == 8
+    assert cfg.TRAIN.PRINT_FREQ == 5
+    assert cfg.MODEL.BACKBONE.NAME == "RN50"
+
+
+@pytest.mark.parametrize("stem,lr,epochs,backbone,test_bs,size", [
+    ("adam_lr2e-3_B256_ep100", 0.002, 100, "RN50", 500, 224),
+    ("adam_lr2e-3_B256_ep200", 0.002, 200, "RN50", 500, 224),
+    ("adam_lr2e-4_B256_ep100", 0.0002, 100, "RN50", 500, 224),
+    ("adam_lr2e-4_B256_ep200_RN101", 0.0002, 200, "RN101", 500, 224),
+    ("adam_lr2e-4_B256_ep200_RN50x16", 0.0002, 200, "RN50x16", 500, 384),
+    ("adam_lr2e-4_B256_ep200_ViT16", 0.0002, 200, "ViT-B/16", 500, 224),
+    ("adam_lr2e-4_B256_ep200_ViT32", 0.0002, 200, "ViT-B/32", 500, 224),
+    ("generalization_rn50", 0.0002, 200, "RN50", 1000, 224),
+    ("generalization_rn101", 0.0002, 200, "RN101", 1000, 224),
+    ("generalization_vit16", 0.0002, 200, "ViT-B/16", 1000, 224),
+    ("generalization_vit32", 0.0002, 200, "ViT-B/32", 1000, 224),
+])
+def test_taskres_table(stem, lr, epochs, backbone, test_bs, size):
+    cfg = merged(f"trainers/TaskRes/{stem}.yaml")
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.MODEL.BACKBONE.NAME) == (lr, epochs, backbone)
+    assert cfg.DATALOADER.TEST.BATCH_SIZE == test_bs
+    assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 256
+    assert cfg.INPUT.SIZE == (size, size)
+    assert cfg.OPTIM.WARMUP_CONS_LR == 1e-05
+
+
+@pytest.mark.parametrize("folder", ["ZeroshotCLIP", "CoOp"])
+@pytest.mark.parametrize("stem,backbone", [("rn50", "RN50"), ("rn101", "RN101"),
+                                           ("vit_b32", "ViT-B/32"), ("vit_b16", "ViT-B/16")])
+def test_coop_family(folder, stem, backbone):
+    cfg = merged(f"trainers/{folder}/{stem}.yaml")
+    assert cfg.MODEL.BACKBONE.NAME == backbone
+    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == ("sgd", 0.002, 200)
+    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE) == (32, 100)
+    assert cfg.INPUT.SIZE == (224, 224) and cfg.INPUT.INTERPOLATION == "bicubic"

@@ -1,0 +1,186 @@
+"""Train or evaluate a method: the CoOp/TaskRes `train.py` command line.
+
+    python train.py --root DATA --seed 1 --trainer TaskRes \
+        --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml \
+        --output-dir output/eurosat/seed1 DATASET.NUM_SHOTS 16 TRAINER.TaskRes.RESIDUAL_SCALE 0.5
+
+Flags may come before or after the trailing `KEY VALUE` config overrides.
+"""
+import argparse
+import os
+import platform
+import re
+import sys
+
+import torch
+
+from engine import checkpoint
+from engine.config import get_cfg_default, merge_file, merge_opts
+from engine.errors import UserError
+from engine.io import tee_stdout
+from engine.registry import TRAINER_REGISTRY
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=str, default="", help="path to the dataset root (DATASET.ROOT)")
+    p.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
+    p.add_argument("--seed", type=int, default=-1, help="only a non-negative value fixes the seed (0 included)")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains (DA/DG)")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains (DA/DG)")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
+    p.add_argument("--config-file", type=str, default="", help="method config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    p.add_argument("--trainer", type=str, default="", help="name of the trainer (TRAINER.NAME)")
+    p.add_argument("--backbone", type=str, default="", help="MODEL.BACKBONE.NAME: CLIP name, file, or model:tag")
+    p.add_argument("--head", type=str, default="", help="name of the head (MODEL.HEAD.NAME)")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load a model from this directory for eval-only")
+    p.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (default: model-best.pth.tar)")
+    p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
+    p.add_argument("--enhanced-base", type=str, default="none",
+                   help="TaskRes: path to an enhanced base (tuned text projection) or 'none'")
+    p.add_argument("opts", nargs="*", default=[], help="KEY VALUE config overrides, e.g. DATASET.NUM_SHOTS 16")
+    return p
+
+
+CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)+$")  # e.g. DATASET.NUM_SHOTS
+
+
+def split_argv(argv, parser):
+    """Separate `--flag [value]` tokens from KEY VALUE opts, wherever the flags appear.
+
+    The reference declares opts with argparse.REMAINDER, so a flag after the first opt is
+    swallowed into opts; here flags are recognised anywhere and the rest are opts.
+    """
+    takes_value = {}
+    for action in parser._actions:
+        for s in action.option_strings:
+            takes_value[s] = action.nargs
+    flags, opts, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        name = tok.split("=", 1)[0]
+        if name in takes_value:
+            flags.append(tok)
+            nargs = takes_value[name]
+            i += 1
+            if "=" in tok or nargs == 0:
+                continue
+            if nargs == "+":
+                while i < len(argv) and not argv[i].startswith("--") and not CFG_KEY.match(argv[i]):
+                    flags.append(argv[i])
+                    i += 1
+            elif i < len(argv):
+                flags.append(argv[i])
+                i += 1
+        elif tok.startswith("--") and not _is_number(tok):
+            flags.append(tok)  # unknown flag: let argparse report it
+            i += 1
+        else:
+            opts.append(tok)
+            i += 1
+    return flags, opts
+
+
+def _is_number(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    flags, opts = split_argv(argv, parser)
+    args = parser.parse_args(flags)
+    args.opts = opts
+    return args
+
+
+def setup_cfg(args):
+    import trainers  # noqa: F401  (registers every trainer)
+
+    cfg = get_cfg_default()
+    for _, trainer in TRAINER_REGISTRY.items():
+        trainer.extend_cfg(cfg)
+    merge_file(cfg, args.dataset_config_file, "dataset config file")
+    merge_file(cfg, args.config_file, "config file")
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None and args.seed >= 0:  # the reference's `if args.seed:` drops seed 0
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    if "TaskRes" in cfg.TRAINER and args.enhanced_base != "none":
+        cfg.TRAINER.TaskRes.ENHANCED_BASE = args.enhanced_base
+    merge_opts(cfg, args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def print_args(args, cfg):
+    print("***************\n** Arguments **\n***************")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("************\n** Config **\n************")
+    print(cfg)
+    print("Collecting env info ...")
+    print("** System info **")
+    print(f"Python {platform.python_version()} on {platform.platform()}; PyTorch {torch.__version__}; "
+          f"CUDA available: {torch.cuda.is_available()}")
+
+
+def run(args):
+    cfg = setup_cfg(args)
+    if not cfg.TRAINER.NAME:
+        raise UserError(f"No trainer given: pass --trainer (one of {', '.join(TRAINER_REGISTRY.names())})")
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        checkpoint.set_random_seed(cfg.SEED)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    with tee_stdout(cfg.OUTPUT_DIR):
+        print_args(args, cfg)
+        print(f"Loading trainer: {cfg.TRAINER.NAME}")
+        trainer = trainer_cls(cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return trainer
+        if not args.no_train:
+            trainer.train()
+        return trainer
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as e:
+        print(f"\nError: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

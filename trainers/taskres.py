@@ -1,0 +1,116 @@
+"""TaskRes (Yu et al., CVPR 2023): a frozen text classifier t plus a learned residual, t' = t + a*x.
+
+Reference behaviour kept on purpose (taskres-reference §1, §10):
+- the base t is the mean of *un-normalised* CLIP text features over the templates (one custom
+  template per dataset; 7 selected templates + "a photo of a {}." for ImageNet);
+- class names keep their underscores (the tokenizer makes `_` a token);
+- x is zero-initialised, one row per class; a (RESIDUAL_SCALE) is fixed;
+- logits = exp(logit_scale) * norm(f) @ norm(t + a*x)^T, trained with plain cross-entropy;
+- the base is computed in fp16 on CUDA when PREC is "fp16", and the image encoder then runs
+  in fp32 (the reference casts the whole model with `.float()`).
+Fixed here: the base is computed on any device, PREC fp32/amp work, and an enhanced base is
+loaded whatever the precision.
+"""
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+import clip
+from engine.errors import ConfigError, UserError
+from engine.registry import TRAINER_REGISTRY
+from engine.trainer import Trainer
+
+from .templates import IMAGENET_TEMPLATES_SELECT, custom_template
+from .text import encode_prompts
+
+
+def base_templates(dataset_name):
+    if dataset_name == "ImageNet":
+        return list(IMAGENET_TEMPLATES_SELECT) + ["a photo of a {}."]
+    return [custom_template(dataset_name)]
+
+
+def load_enhanced_projection(path, text_encoder):
+    """The tuned text projection of an enhanced base (`strong_base/.../model.pth.tar`):
+    `state_dict.weight` is an nn.Linear weight [D_embed, W_text], i.e. the projection transposed."""
+    if not os.path.isfile(path):
+        raise UserError(f"Enhanced base not found: {path}. Pass --enhanced-base none for the regular base, "
+                        f"or the path of a strong_base/<Dataset>/rn50_<K>shots/model.pth.tar file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        weight = state["state_dict"]["weight"]
+    except (RuntimeError, EOFError, KeyError, TypeError) as e:
+        raise UserError(f"Cannot read the enhanced base {path} ({type(e).__name__}: {e}); expected a "
+                        f"torch file with a dict {{'state_dict': {{'weight': Tensor[D_embed, W_text]}}}}") from None
+    expected = tuple(text_encoder.text_projection.shape[::-1])
+    if tuple(weight.shape) != expected:
+        raise UserError(f"Enhanced base {path} holds a projection of shape {tuple(weight.shape)}, but this "
+                        f"backbone needs {expected} ([D_embed, W_text]); was it made for another backbone?")
+    return weight.t()
+
+
+class TaskResLearner(nn.Module):
+    def __init__(self, base_text_features, alpha):
+        super().__init__()
+        self.register_buffer("base_text_features", base_text_features)
+        self.text_feature_residuals = nn.Parameter(torch.zeros_like(base_text_features))
+        self.alpha = alpha
+
+    def forward(self):
+        return self.base_text_features + self.alpha * self.text_feature_residuals
+
+
+@TRAINER_REGISTRY.register()
+class TaskRes(Trainer):
+    reference_image_encoder_prec = "fp32"
+
+    @classmethod
+    def extend_cfg(cls, cfg):
+        cfg.TRAINER.TaskRes = CN()
+        cfg.TRAINER.TaskRes.N_CTX = 16  # unused; kept so reference configs load
+        cfg.TRAINER.TaskRes.CSC = False
+        cfg.TRAINER.TaskRes.CTX_INIT = ""
+        cfg.TRAINER.TaskRes.PREC = "fp16"
+        cfg.TRAINER.TaskRes.CLASS_TOKEN_POSITION = "end"
+        cfg.TRAINER.TaskRes.RESIDUAL_SCALE = 1.0
+        cfg.TRAINER.TaskRes.ENHANCED_BASE = "none"
+        if "COCOOP" not in cfg.TRAINER:
+            cfg.TRAINER.COCOOP = CN()
+            cfg.TRAINER.COCOOP.N_CTX = 16
+            cfg.TRAINER.COCOOP.CTX_INIT = ""
+            cfg.TRAINER.COCOOP.PREC = "fp16"
+
+    def check_cfg(self, cfg):
+        if cfg.TRAINER.TaskRes.PREC not in ("fp16", "fp32", "amp"):
+            raise ConfigError(f"TRAINER.TaskRes.PREC must be fp16, fp32 or amp, got {cfg.TRAINER.TaskRes.PREC!r}")
+
+    def build_model(self):
+        cfg = self.cfg.TRAINER.TaskRes
+        clip_model = self.load_clip()
+        if cfg.PREC in ("fp32", "amp"):
+            clip_model.float()
+        print("Building custom CLIP")
+        text_encoder = clip.TextEncoder(clip_model)
+        if cfg.ENHANCED_BASE.lower() == "none":
+            print(">> Use regular base!")
+        else:
+            print(">> Use enhanced base!")
+            projection = load_enhanced_projection(cfg.ENHANCED_BASE, text_encoder)
+            text_encoder.set_projection(projection)
+            print(">> Pretrained text encoder loaded!")
+            print(f">> Text projection parameters:  {projection.numel()}")
+        feats = encode_prompts(text_encoder, self.dm.classnames, base_templates(self.cfg.DATASET.NAME))
+        base = feats.mean(1).float()  # mean in the encoder's dtype, as the reference
+        print(f">> DCT scale factor:  {cfg.RESIDUAL_SCALE}")
+        self.learner = TaskResLearner(base, float(cfg.RESIDUAL_SCALE)).to(self.device)
+        print("Turning off gradients in both the image and the text encoder")
+        print("prompt_learner.text_feature_residuals")
+        self.logit_scale = clip_model.logit_scale.detach().exp().float()
+        self.register_model("prompt_learner", self.learner)
+
+    def forward(self, features):
+        weights = F.normalize(self.learner(), dim=-1)
+        return self.logit_scale * F.normalize(features.float(), dim=-1) @ weights.t()
