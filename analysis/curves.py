@@ -1,0 +1,212 @@
+"""Few-shot curves: test accuracy against shots per class (log2 axis), one line per method,
+mean ± std over seeds (population std, as parse_test_res.py), drawn as error bars.
+
+    python -m analysis.curves output --dataset all --out curves.png [--csv curves.csv]
+    python -m analysis.curves output --dataset caltech101 --out caltech101.png
+    python -m analysis.curves output --dataset average --out average.png
+
+--dataset all: one panel per dataset plus an "Average" panel; average: that panel only; a
+dataset name: its panel only. Methods are told apart by trainer and base (`TaskRes`,
+`TaskRes (enhanced base)`, other trainers, with the backbone when it is not RN50); --by-alpha
+splits them by residual scale as well (the paper's recipe uses α=1.0 for Flowers102 and 0.5
+elsewhere, so that split is off by default). Zero-shot runs found under the roots are drawn as a
+dashed horizontal line.
+
+The average over datasets of a method at K shots is drawn only when the method has K-shot
+results on every dataset of the figure: it is the mean of the per-dataset means, and its error
+bar is the std over seeds of the per-seed averages, over the seeds that every dataset has.
+"""
+import argparse
+import math
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from .output import new_figure, save_figure, write_csv
+from .runs import DATASET_NAMES, display_name, find_runs, zero_shot_accuracies
+
+AVERAGE = "average"
+CSV_FIELDS = ["dataset", "method", "shots", "n", "mean", "std", "seeds"]
+
+
+class AnalysisError(Exception):
+    """A problem with the inputs, reported to the user in one message."""
+
+
+def curve_table(runs, with_alpha=False, methods=None):
+    """One row per (dataset, method, shots): n, mean, std over seeds; `values` maps seed -> accuracy."""
+    groups = defaultdict(dict)
+    for run in runs:
+        if run.shots is None or not run.dataset or run.is_zero_shot:
+            continue
+        method = run.method(with_alpha)
+        if methods and method not in methods:
+            continue
+        key = (run.dataset, method, run.shots)
+        seed = run.seed if run.seed is not None else run.path
+        if seed in groups[key]:
+            raise AnalysisError(
+                f"two runs of {run.dataset} / {method} / {run.shots} shots with seed {seed}: "
+                f"{groups[key][seed][1]} and {run.path} (pass --by-alpha, or narrower RUN_ROOTs)")
+        groups[key][seed] = (run.accuracy, run.path)
+    rows = []
+    for (dataset, method, shots), by_seed in groups.items():
+        values = {seed: acc for seed, (acc, _) in by_seed.items()}
+        accs = list(values.values())
+        rows.append({"dataset": dataset, "method": method, "shots": shots, "n": len(accs),
+                     "mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                     "seeds": " ".join(str(s) for s in sorted(values, key=str)), "values": values})
+    return sorted(rows, key=lambda r: (dataset_order(r["dataset"]), r["method"], r["shots"]))
+
+
+def dataset_order(stem):
+    names = list(DATASET_NAMES)
+    return (names.index(stem), stem) if stem in names else (len(names), stem)
+
+
+def average_table(rows, datasets, warn=True):
+    """Rows with dataset "average" for each (method, shots) that covers every dataset in `datasets`."""
+    by = defaultdict(dict)
+    for row in rows:
+        by[(row["method"], row["shots"])][row["dataset"]] = row
+    out = []
+    for (method, shots), per_dataset in sorted(by.items()):
+        missing = [d for d in datasets if d not in per_dataset]
+        if missing:
+            if warn:
+                print(f"note: no average for {method} at {shots} shots: missing {', '.join(missing)}",
+                      file=sys.stderr)
+            continue
+        parts = [per_dataset[d] for d in datasets]
+        common = set.intersection(*(set(p["values"]) for p in parts))
+        per_seed = {s: float(np.mean([p["values"][s] for p in parts])) for s in common}
+        std = float(np.std(list(per_seed.values()))) if per_seed else float("nan")
+        out.append({"dataset": AVERAGE, "method": method, "shots": shots, "n": len(per_seed),
+                    "mean": float(np.mean([p["mean"] for p in parts])), "std": std,
+                    "seeds": " ".join(str(s) for s in sorted(per_seed, key=str)), "values": per_seed})
+    return out
+
+
+def resolve_dataset(name, available):
+    """A dataset named by its config stem, DATASET.NAME or figure name (any case)."""
+    wanted = name.lower()
+    for stem in available:
+        if wanted in (stem.lower(), DATASET_NAMES.get(stem, stem).lower(), display_name(stem).lower()):
+            return stem
+    raise AnalysisError(f"no few-shot runs of dataset '{name}'; found: {', '.join(available) or 'none'}")
+
+
+def _panel(ax, title, rows, colors, zero_shot=None):
+    for method in sorted({r["method"] for r in rows}):
+        pts = sorted((r["shots"], r["mean"], r["std"]) for r in rows if r["method"] == method)
+        xs, ys, es = zip(*pts)
+        es = [0.0 if math.isnan(e) else e for e in es]
+        ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, linewidth=1.5,
+                    color=colors[method], label=method)
+    if zero_shot is not None:
+        trainer, acc = zero_shot
+        ax.axhline(acc, linestyle="--", linewidth=1, color="0.35", label=f"Zero-shot CLIP ({trainer})")
+    shots = sorted({r["shots"] for r in rows})
+    lo, hi = min(shots + [1]), max(shots + [16])
+    ticks = [2 ** i for i in range(int(math.floor(math.log2(lo))), int(math.ceil(math.log2(hi))) + 1)]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, alpha=0.3)
+
+
+def plot(panels, path, methods):
+    """panels: [(title, rows, zero_shot or None)]; one color per method across panels."""
+    cmap = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink",
+            "tab:olive", "tab:cyan", "tab:gray"]
+    colors = {m: cmap[i % len(cmap)] for i, m in enumerate(sorted(methods))}
+    n = len(panels)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(4.0 * ncols, 3.4 * nrows + (0.6 if n > 1 else 0))
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    for ax, (title, rows, zs) in zip(axes, panels):
+        _panel(ax, title, rows, colors, zs)
+    if n == 1:
+        axes[0].legend(fontsize=8, loc="lower right")
+    else:
+        handles, labels = {}, []
+        for ax in axes:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                if label not in handles:
+                    handles[label] = h
+                    labels.append(label)
+        fig.legend([handles[label] for label in labels], labels, loc="lower center",
+                   ncol=min(4, len(labels)), fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0.6 / (3.4 * nrows + 0.6) + 0.02, 1, 1))
+    save_figure(fig, path)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.curves",
+        description="Accuracy vs shots per class, one line per method, mean ± std over seeds.")
+    p.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for finished runs")
+    p.add_argument("--dataset", default="all",
+                   help="a dataset (caltech101, Caltech101 or Flowers102 style), 'all' (one panel each plus "
+                        "the average) or 'average' (default all)")
+    p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg)")
+    p.add_argument("--csv", help="also write the plotted points to this CSV file")
+    p.add_argument("--by-alpha", action="store_true", help="one line per residual scale as well")
+    p.add_argument("--method", action="append", metavar="LABEL",
+                   help="only this method label (repeatable), e.g. 'TaskRes (enhanced base)'")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        runs = find_runs(args.roots)
+        rows = curve_table(runs, args.by_alpha, args.method)
+        if not rows:
+            raise AnalysisError("no few-shot runs found under " + ", ".join(args.roots))
+        datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
+        zero_shot = zero_shot_accuracies(runs)
+        panels, table = [], []
+        if args.dataset.lower() not in ("all", AVERAGE):
+            stem = resolve_dataset(args.dataset, datasets)
+            mine = [r for r in rows if r["dataset"] == stem]
+            panels.append((display_name(stem), mine, zero_shot.get(stem)))
+            table = mine
+        else:
+            if args.dataset.lower() == "all":
+                for stem in datasets:
+                    mine = [r for r in rows if r["dataset"] == stem]
+                    panels.append((display_name(stem), mine, zero_shot.get(stem)))
+                    table += mine
+            if len(datasets) > 1 or args.dataset.lower() == AVERAGE:
+                avg = average_table(rows, datasets)
+                if avg:
+                    zs = None
+                    if all(d in zero_shot for d in datasets):
+                        zs = (zero_shot[datasets[0]][0], float(np.mean([zero_shot[d][1] for d in datasets])))
+                    panels.append((f"Average over {len(datasets)} datasets", avg, zs))
+                    table += avg
+                elif args.dataset.lower() == AVERAGE:
+                    raise AnalysisError("no method has results on every dataset at any shot count")
+    except (AnalysisError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    plot(panels, args.out, {r["method"] for r in table})
+    if args.csv:
+        write_csv(table, CSV_FIELDS, args.csv)
+    for row in table:
+        print(f"{row['dataset']:<16} {row['method']:<28} {row['shots']:>3} shots  "
+              f"{row['mean']:6.2f} +- {row['std']:5.2f}  (n={row['n']})")
+    print(f"Wrote {args.out}" + (f" and {args.csv}" if args.csv else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Finished runs on disk: where they are, what they are, and the TaskRes weights they hold.
+
+A run folder is a folder with a `results.json` or a log (`log.txt`, `log.txt-<time>`); the search
+does not descend into it. Its accuracy comes from `results.json` (full precision), or else from
+the last `* accuracy: X%` after `=> result` in its newest log. Folders without a result
+(unfinished runs) are left out.
+
+Metadata comes from `results.json` first (trainer, dataset, num_shots, seed, backbone), then
+from the folder names that the scripts write:
+
+    <dataset>/TaskRes/<cfg>_<K>shots/base_<regular|enhanced>_alpha<a>/seed<S>   (main.sh)
+    <Trainer>/<cfg>/<dataset>                                                  (zeroshot.sh)
+    <target>/TaskRes/<cfg>/base_<regular|enhanced>_alpha<a>/seed<S>            (test_dg.sh)
+
+and last from the log (`Loading trainer:`, `Loading dataset:`, `>> Use enhanced base!`,
+`>> DCT scale factor:`), so that runs of the reference code are read too.
+
+    python -m analysis.runs RUN_ROOT [RUN_ROOT ...]     # list what is found
+"""
+import argparse
+import json
+import os
+import pickle
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from parse_test_res import TEST_END_SIGNAL, find_log, parse_log
+
+# configs/datasets/<stem>.yaml -> DATASET.NAME
+DATASET_NAMES = {
+    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
+    "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
+    "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+}
+STEMS = {name: stem for stem, name in DATASET_NAMES.items()}
+# Names used in the figures (the papers' spelling).
+DISPLAY_NAMES = {
+    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD", "eurosat": "EuroSAT",
+    "ucf101": "UCF101", "imagenetv2": "ImageNet-V2", "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
+}
+ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
+KNOWN_TRAINERS = ("TaskRes", "TaskResEnhancedBase", "ZeroshotCLIP", "ZeroshotCLIP2", "CoOp", "CoCoOp",
+                  "LinearProbe", "CLIPAdapter", "TipAdapter", "TipAdapterF", "MaskTuning")
+RESULTS_JSON = "results.json"
+SKIP_DIRS = {"prompt_learner", "tensorboard"}
+
+_SHOTS_DIR = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
+_BASE_DIR = re.compile(r"^base_(?P<base>regular|enhanced)_alpha(?P<alpha>[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)$")
+_SEED_DIR = re.compile(r"^seed(?P<seed>\d+)$")
+_CKPT_FILE = re.compile(r"^model\.pth\.tar-(?P<epoch>\d+)$")
+_LOG_PATTERNS = {
+    "trainer": re.compile(r"^Loading trainer: (\S+)"),
+    "dataset": re.compile(r"^Loading dataset: (\S+)"),
+    "backbone": re.compile(r"^Loading CLIP \(backbone: ([^)]+)\)"),
+    "alpha": re.compile(r"^>> DCT scale factor:\s+([0-9.eE+-]+)"),
+    "base": re.compile(r"^>> Use (regular|enhanced) base!"),
+}
+
+
+@dataclass
+class Run:
+    path: str
+    accuracy: float  # percent
+    source: str  # the file the accuracy was read from
+    trainer: Optional[str] = None
+    dataset: Optional[str] = None  # configs/datasets stem (caltech101), or the raw name if unknown
+    shots: Optional[int] = None  # None: zero-shot, full data or evaluation-only
+    seed: Optional[int] = None
+    backbone: Optional[str] = None
+    base: Optional[str] = None  # TaskRes: "regular" or "enhanced"
+    alpha: Optional[float] = None  # TaskRes residual scale
+    config: Optional[str] = None  # trainer config name, e.g. adam_lr2e-3_B256_ep200
+    results: Dict = field(default_factory=dict)
+
+    @property
+    def is_zero_shot(self):
+        return self.trainer in ZERO_SHOT_TRAINERS
+
+    def method(self, with_alpha=False):
+        return method_label(self, with_alpha)
+
+
+def method_label(run, with_alpha=False):
+    """`TaskRes`, `TaskRes (enhanced base)`, the trainer name otherwise; `, α=0.5` with
+    with_alpha; ` [ViT-B/16]` for a backbone other than RN50."""
+    label = run.trainer or "unknown"
+    if run.trainer == "TaskRes" and run.base == "enhanced":
+        label = "TaskRes (enhanced base)"
+    if with_alpha and run.alpha is not None:
+        label += f", α={run.alpha:g}"
+    if run.backbone and run.backbone != "RN50":
+        label += f" [{run.backbone}]"
+    return label
+
+
+def dataset_stem(name):
+    """`Caltech101` or `caltech101` -> `caltech101`; an unknown name is returned unchanged."""
+    if name in DATASET_NAMES:
+        return name
+    return STEMS.get(name, name)
+
+
+def display_name(stem):
+    return DISPLAY_NAMES.get(stem, stem)
+
+
+# ---------------------------------------------------------------- reading one folder
+
+
+def _read_results(run_dir):
+    path = os.path.join(run_dir, RESULTS_JSON)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: cannot read {path} ({e}); using the log", file=sys.stderr)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _scan_log(log):
+    """First match of each _LOG_PATTERNS entry in a log (the header lines)."""
+    found = {}
+    if log is None:
+        return found
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            for key, regex in _LOG_PATTERNS.items():
+                if key not in found:
+                    match = regex.match(line)
+                    if match:
+                        found[key] = match.group(1)
+            if len(found) == len(_LOG_PATTERNS):
+                break
+    return found
+
+
+def read_run(run_dir):
+    """The Run of a folder, or None when it holds no final result."""
+    run_dir = os.path.abspath(run_dir)
+    results = _read_results(run_dir) or {}
+    log = find_log(run_dir)
+    accuracy = _number(results.get("accuracy"))
+    source = os.path.join(run_dir, RESULTS_JSON)
+    if accuracy is None or results.get("split", "test") != "test":
+        accuracy = None
+        if log is not None:
+            accuracy, _ = parse_log(log, "accuracy", TEST_END_SIGNAL)
+            source = log
+    if accuracy is None:
+        return None
+
+    parts = run_dir.split(os.sep)
+    run = Run(path=run_dir, accuracy=float(accuracy), source=source, results=results)
+    scanned = None
+
+    def from_log(key):
+        nonlocal scanned
+        if scanned is None:
+            scanned = _scan_log(log)
+        return scanned.get(key)
+
+    # trainer
+    trainer = results.get("trainer")
+    if not isinstance(trainer, str) or not trainer:
+        trainer = next((p for p in reversed(parts) if p in KNOWN_TRAINERS), None) or from_log("trainer")
+        if trainer is None and "enhanced_base" in parts:  # scripts/taskres/enhance_base.sh
+            trainer = "TaskResEnhancedBase"
+    run.trainer = trainer
+
+    # dataset
+    name = results.get("dataset")
+    if not isinstance(name, str) or not name:
+        name = next((p for p in reversed(parts) if p in DATASET_NAMES), None) or from_log("dataset")
+    run.dataset = dataset_stem(name) if name else None
+
+    # seed and shots: results.json when it has the key, else the folder names
+    seed = _number(results.get("seed"))
+    if seed is None and "seed" not in results:
+        match = _SEED_DIR.match(parts[-1])
+        seed = int(match.group("seed")) if match else None
+    run.seed = int(seed) if seed is not None and seed >= 0 else None
+    shots_dir = next((m for m in map(_SHOTS_DIR.match, reversed(parts)) if m), None)
+    shots = _number(results.get("num_shots"))
+    if shots is None and "num_shots" not in results and shots_dir:
+        shots = int(shots_dir.group("shots"))
+    run.shots = int(shots) if shots is not None and shots > 0 else None
+
+    # config
+    if shots_dir:
+        run.config = shots_dir.group("cfg")
+    elif trainer in parts and parts.index(trainer) + 1 < len(parts) - 1:
+        run.config = parts[parts.index(trainer) + 1]
+
+    backbone = results.get("backbone")
+    run.backbone = backbone if isinstance(backbone, str) and backbone else from_log("backbone")
+
+    # TaskRes base and alpha
+    base_dir = next((m for m in map(_BASE_DIR.match, reversed(parts)) if m), None)
+    if base_dir:
+        run.base = base_dir.group("base")
+        run.alpha = float(base_dir.group("alpha"))
+    elif trainer == "TaskRes":
+        run.base = from_log("base")
+        alpha = from_log("alpha")
+        try:
+            run.alpha = float(alpha) if alpha is not None else None
+        except ValueError:
+            run.alpha = None
+    return run
+
+
+def _has_log(names):
+    return "log.txt" in names or any(n.startswith("log.txt-") for n in names)
+
+
+def find_runs(roots, warn=True):
+    """Every finished run under the given folders (each may itself be a run), sorted by path."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    runs, seen = [], set()
+    for root in roots:
+        root = os.path.abspath(root)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{root} is not a folder")
+        for current, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
+            if RESULTS_JSON not in filenames and not _has_log(filenames):
+                continue
+            dirnames[:] = []  # a run folder holds no other runs
+            if current in seen:
+                continue
+            seen.add(current)
+            run = read_run(current)
+            if run is not None:
+                runs.append(run)
+            elif warn:
+                print(f"skip {current}: no final result", file=sys.stderr)
+    return sorted(runs, key=lambda r: r.path)
+
+
+def zero_shot_accuracies(runs, trainer=None):
+    """{dataset: (trainer, mean accuracy in %)} over the zero-shot runs; ZeroshotCLIP2 is used
+    where a dataset has runs of both zero-shot trainers, unless `trainer` picks one."""
+    by = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if run.is_zero_shot and run.dataset and (trainer is None or run.trainer == trainer):
+            by[run.dataset][run.trainer].append(run.accuracy)
+    out = {}
+    for dataset, per_trainer in by.items():
+        name = next(t for t in reversed(ZERO_SHOT_TRAINERS) if t in per_trainer)
+        out[dataset] = (name, sum(per_trainer[name]) / len(per_trainer[name]))
+    return out
+
+
+# ---------------------------------------------------------------- TaskRes checkpoints
+
+
+@dataclass
+class TaskResWeights:
+    base: torch.Tensor  # [K, D] base_text_features t
+    residual: torch.Tensor  # [K, D] text_feature_residuals x
+    epoch: Optional[int]
+    path: str
+
+    @property
+    def num_classes(self):
+        return int(self.residual.shape[0])
+
+
+def find_checkpoint(run_dir, name="prompt_learner"):
+    """`<run>/<name>/model.pth.tar-<E>`: the file named by the `checkpoint` pointer when it is
+    one of those, else the one with the largest E; None when there is none."""
+    folder = os.path.join(run_dir, name)
+    if not os.path.isdir(folder):
+        return None
+    pointer = os.path.join(folder, "checkpoint")
+    if os.path.isfile(pointer):
+        with open(pointer, encoding="utf-8") as f:
+            named = f.read().strip()
+        if _CKPT_FILE.match(named) and os.path.isfile(os.path.join(folder, named)):
+            return os.path.join(folder, named)
+    epochs = [(int(m.group("epoch")), n) for n in os.listdir(folder) for m in [_CKPT_FILE.match(n)] if m]
+    if not epochs:
+        return None
+    return os.path.join(folder, max(epochs)[1])
+
+
+def load_taskres(run_or_path):
+    """Base and residual of a TaskRes run (a Run, a run folder, or a checkpoint file)."""
+    path = run_or_path.path if isinstance(run_or_path, Run) else os.fspath(run_or_path)
+    if os.path.isdir(path):
+        folder, path = path, find_checkpoint(path)
+        if path is None:
+            raise FileNotFoundError(f"no prompt_learner/model.pth.tar-<epoch> in {folder}")
+    elif not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+    sd = state.get("state_dict") if isinstance(state, dict) else None
+    if not isinstance(sd, dict) or "text_feature_residuals" not in sd or "base_text_features" not in sd:
+        raise ValueError(f"{path} is not a TaskRes checkpoint (expected state_dict with "
+                         f"base_text_features and text_feature_residuals)")
+    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+    base, residual = sd["base_text_features"], sd["text_feature_residuals"]
+    if base.shape != residual.shape or base.dim() != 2:
+        raise ValueError(f"{path}: base {tuple(base.shape)} and residual {tuple(residual.shape)} "
+                         f"must both be [K, D]")
+    epoch = state.get("epoch")
+    return TaskResWeights(base=base.detach().double(), residual=residual.detach().double(),
+                          epoch=int(epoch) if isinstance(epoch, int) else None, path=path)
+
+
+def residual_magnitudes(weights, alpha):
+    """Per-class norms of the scaled residual: absolute ||α·x_k||₂ and relative ||α·x_k||₂/||t_k||₂,
+    each averaged over the K classes."""
+    scaled = float(alpha) * weights.residual
+    norms = scaled.norm(dim=1)
+    return {"absolute": float(norms.mean()), "relative": float((norms / weights.base.norm(dim=1)).mean())}
+
+
+# ---------------------------------------------------------------- listing
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="List the finished runs under folders and what was "
+                                                 "inferred about them.")
+    parser.add_argument("roots", nargs="+", metavar="RUN_ROOT")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.roots)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("error: no finished runs found", file=sys.stderr)
+        return 1
+    runs.sort(key=lambda r: (r.method(with_alpha=True), r.dataset or "", r.shots or 0, r.seed or 0, r.path))
+    rows = [(r.method(with_alpha=True), r.dataset or "?", "-" if r.shots is None else str(r.shots),
+             "-" if r.seed is None else str(r.seed), f"{r.accuracy:.2f}", r.path) for r in runs]
+    head = ("method", "dataset", "shots", "seed", "accuracy", "path")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head[:-1])]
+    for row in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+# Helpers shared by train_regular.sh, train_enhance.sh, enhance_base.sh and zeroshot_all.sh.
+# Source it (`. scripts/taskres/grid.sh`); it defines functions and constants and runs nothing.
+#
+# The paper's grid (taskres-reference §3.1): 11 datasets x 1/2/4/8/16 shots, RN50,
+# alpha 0.5 (1.0 for oxford_flowers), 100 epochs for 1/2/4 shots and 200 for 8/16,
+# lr 2e-3 (2e-4 for ImageNet).
+
+GRID_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+GRID_SHOTS="1 2 4 8 16"
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+GRID_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+GRID_CALLER=$(pwd -P)
+
+# A relative path given by the user is relative to the folder the script was started in.
+grid_from_caller() {
+    case $1 in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$GRID_CALLER/$1" ;;
+    esac
+}
+
+grid_alpha() {  # DATASET -> residual scale
+    case $1 in
+        oxford_flowers) echo 1.0 ;;
+        *) echo 0.5 ;;
+    esac
+}
+
+grid_cfg() {  # DATASET SHOTS -> name of a configs/trainers/TaskRes/ file
+    local lr=2e-3 ep=200
+    if [ "$1" = imagenet ]; then lr=2e-4; fi
+    if [ "$2" -le 4 ]; then ep=100; fi
+    echo "adam_lr${lr}_B256_ep${ep}"
+}
+
+# DATASET.NAME of configs/datasets/DATASET.yaml (the class name used by strong_base/).
+grid_class_name() {
+    local file=$GRID_REPO/configs/datasets/$1.yaml name
+    if [ ! -f "$file" ]; then
+        echo "error: $file not found" >&2
+        return 2
+    fi
+    name=$(awk '$1 == "NAME:" { v = $2; gsub(/["'\''\r]/, "", v); print v; exit }' "$file")
+    if [ -z "$name" ]; then
+        echo "error: no DATASET.NAME in $file" >&2
+        return 2
+    fi
+    printf '%s\n' "$name"
+}
+
+# Backbone tag used in strong_base/ folder names: lowercase, '/' and '-' removed (RN50 -> rn50,
+# ViT-B/16 -> vitb16).
+grid_backbone_tag() {
+    printf '%s' "$1" | tr '[:upper:]' '[:lower:]' | tr -d '/-'
+}
+
+# Checks a space- or comma-separated selection against the allowed words; prints it normalized.
+grid_select() {  # WHAT SELECTION ALLOWED
+    local what=$1 allowed=" $3 " item out="" items
+    read -r -a items <<< "${2//,/ }"
+    for item in ${items[@]+"${items[@]}"}; do
+        if [[ $allowed != *" $item "* ]]; then
+            echo "error: unknown $what '$item'; choose from:$allowed" >&2
+            return 2
+        fi
+        out+="$item "
+    done
+    if [ -z "$out" ]; then
+        echo "error: empty $what selection" >&2
+        return 2
+    fi
+    printf '%s\n' "${out% }"
+}
+
+# SHARD=i/N runs every N-th job starting at job i (0-based), so that N processes (GPUs, Slurm
+# array tasks) split one grid without overlap. Sets SHARD_INDEX and SHARD_COUNT.
+grid_parse_shard() {
+    local shard=${SHARD:-0/1}
+    if [[ ! $shard =~ ^([0-9]+)/([0-9]+)$ ]] || [ "${BASH_REMATCH[2]}" -lt 1 ] \
+            || [ "${BASH_REMATCH[1]}" -ge "${BASH_REMATCH[2]}" ]; then
+        echo "error: SHARD must be i/N with 0 <= i < N (e.g. SHARD=0/4), got '$shard'" >&2
+        return 2
+    fi
+    SHARD_INDEX=${BASH_REMATCH[1]}
+    SHARD_COUNT=${BASH_REMATCH[2]}
+}
