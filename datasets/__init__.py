@@ -5,7 +5,10 @@ Importing this package registers every dataset (the registry key is the class na
 """
 from engine.registry import DATASET_REGISTRY
 
-from . import dtd, eurosat, oxford_pets  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    caltech101, dtd, eurosat, fgvc_aircraft, food101, imagenet, imagenet_variants, oxford_flowers, oxford_pets,
+    stanford_cars, sun397, ucf101,
+)
 from .base import Datum, DatasetBase  # noqa: F401
 
 

@@ -33,17 +33,24 @@ class Datum:
 
 
 class DatasetBase:
-    """Holds the splits; class names come from train_x, as in Dassl."""
+    """Holds the splits; class names come from train_x, as in Dassl, unless `classnames` gives
+    the full class list (the ImageNet family, whose labels index a fixed list of classes that
+    need not all have images)."""
 
     dataset_dir = ""  # absolute dataset folder; set by subclasses
 
-    def __init__(self, train_x, val=None, test=None, train_u=None):
+    def __init__(self, train_x, val=None, test=None, train_u=None, classnames=None):
         self._train_x = list(train_x)
         self._train_u = train_u
         self._val = val
         self._test = test
-        self._num_classes = get_num_classes(self._train_x)
-        self._lab2cname, self._classnames = get_lab2cname(self._train_x)
+        if classnames is None:
+            self._num_classes = get_num_classes(self._train_x)
+            self._lab2cname, self._classnames = get_lab2cname(self._train_x)
+        else:
+            self._classnames = list(classnames)
+            self._lab2cname = dict(enumerate(self._classnames))
+            self._num_classes = len(self._classnames)
 
     @property
     def train_x(self):
@@ -260,16 +267,22 @@ def check_subsample(subsample):
             f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}; got {subsample!r}.")
 
 
-def subsample_classes(*splits, subsample="all"):
-    """Base-to-new: the first ceil(n/2) labels of the first split are "base", the rest "new";
-    every split keeps the chosen labels, relabelled 0.. in order (domain reset to 0)."""
+def subsample_labels(labels, subsample):
+    """The labels kept by "base" (first ceil(n/2) in sorted order), "new" (the rest) or "all"."""
+    labels = sorted(labels)
+    m = math.ceil(len(labels) / 2)
+    return {"all": labels, "base": labels[:m], "new": labels[m:]}[subsample]
+
+
+def subsample_classes(*splits, subsample="all", labels=None):
+    """Base-to-new: the first ceil(n/2) labels of the first split (or of `labels`, when the
+    class list is fixed) are "base", the rest "new"; every split keeps the chosen labels,
+    relabelled 0.. in order (domain reset to 0)."""
     check_subsample(subsample)
     if subsample == "all":
         return list(splits)
-    labels = sorted({d.label for d in splits[0]})
-    m = math.ceil(len(labels) / 2)
     print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
-    selected = labels[:m] if subsample == "base" else labels[m:]
+    selected = subsample_labels({d.label for d in splits[0]} if labels is None else labels, subsample)
     relabel = {y: i for i, y in enumerate(selected)}
     return [
         None if split is None else
@@ -282,36 +295,72 @@ def subsample_classes(*splits, subsample="all"):
 # The shared construction flow
 
 
-class SplitJsonDataset(DatasetBase):
-    """CoOp's flow: read `<root>/<folder>/<split_file>` (or generate it and save it), draw or load
-    the few-shot subset, subsample classes. Subclasses set the class attributes below and
-    implement `generate_split` when the dataset has a fallback."""
+class LocalDataset(DatasetBase):
+    """A dataset under `DATASET.ROOT`: where its folders are, and errors that show the expected
+    layout and the DATASETS.md section. Subclasses set the class attributes."""
 
     folder = ""  # under --root
-    image_folder = ""  # under folder
-    split_file = ""  # e.g. split_zhou_EuroSAT.json
+    image_folder = ""  # under folder; "" = the dataset folder itself
     anchor = ""  # DATASETS.md#<anchor>
     layout = ""  # expected tree under --root, shown in errors
-    paths_relative_to_dataset_dir = False  # StanfordCars: split paths start at the dataset dir
+    fewshot_val = True  # False where val is the test set (ImageNet): CoOp draws no few-shot val then
 
-    def __init__(self, cfg):
-        from .fewshot import fewshot_cache_path, load_or_sample_fewshot  # fewshot.py imports this module
-
+    def locate(self, cfg):
         check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES)
         self.root_given = bool(cfg.DATASET.ROOT)
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
         self.dataset_dir = os.path.join(self.root, self.folder)
-        self.image_dir = os.path.join(self.dataset_dir, self.image_folder)
-        self.split_path = os.path.join(self.dataset_dir, self.split_file)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_folder) if self.image_folder else self.dataset_dir
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
-        self.path_prefix = self.dataset_dir if self.paths_relative_to_dataset_dir else self.image_dir
+        self.path_prefix = self.image_dir
+
+    def require_dirs(self, *paths):
+        for path in paths:
+            if not os.path.isdir(path):
+                raise self.error(f"folder not found: {path}")
+
+    def fewshot_cache_path(self, num_shots, seed):
+        from .fewshot import fewshot_cache_path
+        return fewshot_cache_path(self.dataset_dir, num_shots, seed)
+
+    def select_fewshot(self, train, val, num_shots, seed):
+        """(train, val) cut to `num_shots` per class, from the cache for (num_shots, seed) or
+        drawn with the global `random` (seeded by the caller) and cached. val is passed through
+        untouched when the dataset draws no few-shot val."""
+        from .fewshot import load_or_sample_fewshot  # fewshot.py imports this module
+        train, fs_val = load_or_sample_fewshot(
+            train, val if self.fewshot_val else None, num_shots=num_shots,
+            cache_path=self.fewshot_cache_path(num_shots, seed), path_prefix=self.path_prefix,
+            name=type(self).__name__, dataset_dir=self.dataset_dir)
+        return train, (fs_val if self.fewshot_val else val)
+
+    def error(self, problem):
+        layout = textwrap.indent(textwrap.dedent(self.layout).strip("\n"), "  ")
+        where = self.root if self.root_given else f"{self.root}; DATASET.ROOT is empty, so the current folder"
+        return DatasetError(
+            f"{type(self).__name__}: {problem}\n"
+            f"Expected layout under --root ({where}):\n{layout}\n"
+            f"See DATASETS.md#{self.anchor} for the downloads and the split file.")
+
+
+class SplitJsonDataset(LocalDataset):
+    """CoOp's flow: read `<root>/<folder>/<split_file>` (or generate it and save it), draw or load
+    the few-shot subset, subsample classes. Subclasses set the class attributes below and
+    implement `generate_split` when the dataset has a fallback."""
+
+    split_file = ""  # e.g. split_zhou_EuroSAT.json; "" = always built from the annotations, never saved
+    paths_relative_to_dataset_dir = False  # StanfordCars: split paths start at the dataset dir
+    required_folders = None  # checked before loading, under the dataset dir; None = (image_folder,)
+
+    def __init__(self, cfg):
+        self.locate(cfg)
+        self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
+        if self.paths_relative_to_dataset_dir:
+            self.path_prefix = self.dataset_dir
 
         train, val, test = self.load_split()
-        num_shots = cfg.DATASET.NUM_SHOTS
-        if num_shots >= 1:
-            train, val = load_or_sample_fewshot(
-                train, val, num_shots=num_shots, cache_path=fewshot_cache_path(self.dataset_dir, num_shots, cfg.SEED),
-                path_prefix=self.path_prefix, name=type(self).__name__)
+        if cfg.DATASET.NUM_SHOTS >= 1:
+            train, val = self.select_fewshot(train, val, cfg.DATASET.NUM_SHOTS, cfg.SEED)
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
 
@@ -320,10 +369,9 @@ class SplitJsonDataset(DatasetBase):
         raise DatasetError(f"split file not found: {self.split_path}")
 
     def load_split(self):
-        for path in (self.dataset_dir, self.image_dir):
-            if not os.path.isdir(path):
-                raise self.error(f"folder not found: {path}")
-        generated = not os.path.isfile(self.split_path)
+        folders = self.required_folders if self.required_folders is not None else (self.image_folder,)
+        self.require_dirs(self.dataset_dir, *(os.path.join(self.dataset_dir, f) for f in folders))
+        generated = not self.split_path or not os.path.isfile(self.split_path)
         try:
             if generated:
                 train, val, test = self.generate_split()
@@ -340,7 +388,7 @@ class SplitJsonDataset(DatasetBase):
             raise self.error(
                 f"{len(missing)} of {len(items)} images listed in {source} are missing under "
                 f"{self.path_prefix}, e.g.\n{examples}\nThe download looks incomplete or was extracted elsewhere.")
-        if generated:
+        if generated and self.split_path:
             try:
                 save_split(train, val, test, self.split_path, self.path_prefix)
             except OSError as e:
@@ -349,10 +397,10 @@ class SplitJsonDataset(DatasetBase):
                     "The dataset folder must be writable the first time, or put CoOp's split file there.") from None
         return train, val, test
 
-    def error(self, problem):
-        layout = textwrap.indent(textwrap.dedent(self.layout).strip("\n"), "  ")
-        where = self.root if self.root_given else f"{self.root}; DATASET.ROOT is empty, so the current folder"
-        return DatasetError(
-            f"{type(self).__name__}: {problem}\n"
-            f"Expected layout under --root ({where}):\n{layout}\n"
-            f"See DATASETS.md#{self.anchor} for the downloads and the split file.")
+
+def read_lines(path, what="annotation file"):
+    """Non-empty stripped lines of a text file (CRLF-safe); a missing file is a DatasetError."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{what} not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]

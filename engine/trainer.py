@@ -280,6 +280,7 @@ class Trainer:
                 "scheduler": self._scheds[name].state_dict(),
                 "val_result": val_result,
             }
+            state.update(self.checkpoint_extras(name))
             if with_rng:
                 state["rng"] = ckpt.rng_state()
             filename = model_name or f"model.pth.tar-{epoch + 1}"
@@ -315,6 +316,13 @@ class Trainer:
         """Hook: reshape a loaded state dict for this run (e.g. slice classes)."""
         return state_dict
 
+    def checkpoint_extras(self, name):
+        """Hook: plain values saved beside the state dict (e.g. settings needed to reuse it)."""
+        return {}
+
+    def check_loaded(self, name, checkpoint):
+        """Hook: compare a loaded checkpoint's extras with this run's config."""
+
     def load_model(self, directory, epoch=None):
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
@@ -332,6 +340,7 @@ class Trainer:
                         hint += " Pass --load-epoch N to load model.pth.tar-N."
                 raise UserError(f'Model not found at "{path}".{hint}')
             state = ckpt.load_checkpoint(path, self.device)
+            self.check_loaded(name, state)
             state_dict = self.adapt_loaded_state(name, ckpt.strip_module(state["state_dict"]))
             self.model_epoch = state.get("epoch", 0)
             print(f'Loading weights to {name} from "{path}" (epoch = {self.model_epoch})')

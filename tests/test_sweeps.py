@@ -321,7 +321,7 @@ def test_enhance_base_install_only_and_backbone_tag(fake, enhance_cfg):
 def test_enhance_base_default_config(fake):
     run, recorded, data, tmp = fake
     r = run(ENHANCE_BASE, "dtd", 1, data)
-    name = "configs/trainers/TaskResEnhancedBase/adam_lr2e-3_B256_ep50.yaml"
+    name = "configs/trainers/TaskResEnhancedBase/adam_lr1e-4_B256_ep50.yaml"
     if os.path.isfile(os.path.join(REPO, name)):
         assert r.returncode == 0, r.stderr
         (argv,) = recorded()

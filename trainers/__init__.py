@@ -1,2 +1,2 @@
 """One module per method; importing this package registers every trainer."""
-from . import taskres, zsclip  # noqa: F401
+from . import taskres, taskres_enhanced_base, zsclip  # noqa: F401

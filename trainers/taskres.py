@@ -52,15 +52,63 @@ def load_enhanced_projection(path, text_encoder):
     return weight.t()
 
 
-class TaskResLearner(nn.Module):
-    def __init__(self, base_text_features, alpha):
+VARIANTS = ("text", "image", "image_text", "adapted", "adapter")
+
+
+class Bottleneck(nn.Module):
+    """phi of the paper's Table 2: a two-layer MLP D -> D/r -> D."""
+
+    def __init__(self, dim, reduction):
         super().__init__()
+        self.fc1 = nn.Linear(dim, max(1, dim // reduction), bias=False)
+        self.fc2 = nn.Linear(max(1, dim // reduction), dim, bias=False)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class TaskResLearner(nn.Module):
+    """The classifier side of TaskRes and of the paper's ablations (TRAINER.TaskRes.VARIANT):
+
+    text        t' = t + a*x, x [K, D] (the method; reference key names)
+    image       f' = f + a*v, one vector v [1, D] added to the raw image feature, t fixed
+    image_text  both of the above
+    adapted     t' = phi(t)          ("directly adapted" classifier)
+    adapter     t' = t + a*phi(t)    ("adapter-style" classifier)
+    With LEARNABLE_SCALE, a is a trainable scalar initialised from RESIDUAL_SCALE.
+    """
+
+    def __init__(self, base_text_features, alpha, variant="text", learnable_scale=False, reduction=4):
+        super().__init__()
+        self.variant = variant
         self.register_buffer("base_text_features", base_text_features)
-        self.text_feature_residuals = nn.Parameter(torch.zeros_like(base_text_features))
-        self.alpha = alpha
+        dim = base_text_features.shape[-1]
+        if variant in ("text", "image_text"):
+            self.text_feature_residuals = nn.Parameter(torch.zeros_like(base_text_features))
+        if variant in ("image", "image_text"):
+            self.image_feature_residuals = nn.Parameter(torch.zeros(1, dim, dtype=base_text_features.dtype))
+        if variant in ("adapted", "adapter"):
+            self.mlp = Bottleneck(dim, reduction).to(base_text_features.dtype)
+        if learnable_scale:
+            self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        else:
+            self.alpha = float(alpha)
 
     def forward(self):
-        return self.base_text_features + self.alpha * self.text_feature_residuals
+        """The text classifier t' [K, D]."""
+        t = self.base_text_features
+        if self.variant in ("text", "image_text"):
+            return t + self.alpha * self.text_feature_residuals
+        if self.variant == "adapted":
+            return self.mlp(t)
+        if self.variant == "adapter":
+            return t + self.alpha * self.mlp(t)
+        return t
+
+    def adapt_image(self, features):
+        if self.variant in ("image", "image_text"):
+            return features + self.alpha * self.image_feature_residuals
+        return features
 
 
 @TRAINER_REGISTRY.register()
@@ -77,6 +125,10 @@ class TaskRes(Trainer):
         cfg.TRAINER.TaskRes.CLASS_TOKEN_POSITION = "end"
         cfg.TRAINER.TaskRes.RESIDUAL_SCALE = 1.0
         cfg.TRAINER.TaskRes.ENHANCED_BASE = "none"
+        # Paper ablations, not in the reference code; the defaults are the method.
+        cfg.TRAINER.TaskRes.VARIANT = "text"
+        cfg.TRAINER.TaskRes.LEARNABLE_SCALE = False
+        cfg.TRAINER.TaskRes.MLP_REDUCTION = 4
         if "COCOOP" not in cfg.TRAINER:
             cfg.TRAINER.COCOOP = CN()
             cfg.TRAINER.COCOOP.N_CTX = 16
@@ -86,6 +138,9 @@ class TaskRes(Trainer):
     def check_cfg(self, cfg):
         if cfg.TRAINER.TaskRes.PREC not in ("fp16", "fp32", "amp"):
             raise ConfigError(f"TRAINER.TaskRes.PREC must be fp16, fp32 or amp, got {cfg.TRAINER.TaskRes.PREC!r}")
+        if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:
+            raise ConfigError(f"TRAINER.TaskRes.VARIANT must be one of {', '.join(VARIANTS)}, "
+                              f"got {cfg.TRAINER.TaskRes.VARIANT!r}")
 
     def build_model(self):
         cfg = self.cfg.TRAINER.TaskRes
@@ -105,12 +160,42 @@ class TaskRes(Trainer):
         feats = encode_prompts(text_encoder, self.dm.classnames, base_templates(self.cfg.DATASET.NAME))
         base = feats.mean(1).float()  # mean in the encoder's dtype, as the reference
         print(f">> DCT scale factor:  {cfg.RESIDUAL_SCALE}")
-        self.learner = TaskResLearner(base, float(cfg.RESIDUAL_SCALE)).to(self.device)
+        self.learner = TaskResLearner(base, float(cfg.RESIDUAL_SCALE), cfg.VARIANT, cfg.LEARNABLE_SCALE,
+                                      cfg.MLP_REDUCTION).to(self.device)
         print("Turning off gradients in both the image and the text encoder")
-        print("prompt_learner.text_feature_residuals")
+        for name, p in self.learner.named_parameters():
+            print(f"prompt_learner.{name}")
         self.logit_scale = clip_model.logit_scale.detach().exp().float()
         self.register_model("prompt_learner", self.learner)
 
+    def checkpoint_extras(self, name):
+        return {"residual_scale": float(self.learner.alpha)}
+
+    def check_loaded(self, name, checkpoint):
+        # The reference keeps alpha only in the config, so evaluating with another alpha than
+        # the one trained with silently changes the classifier; say so.
+        trained = checkpoint.get("residual_scale")
+        if trained is not None and not self.cfg.TRAINER.TaskRes.LEARNABLE_SCALE \
+                and float(trained) != self.learner.alpha:
+            print(f"Warning: this checkpoint was trained with TRAINER.TaskRes.RESIDUAL_SCALE {trained}, "
+                  f"but this run uses {self.learner.alpha} (as the reference, the config value is used). "
+                  f"Pass TRAINER.TaskRes.RESIDUAL_SCALE {trained} to evaluate the trained classifier.")
+
+    def adapt_loaded_state(self, name, state_dict):
+        # ImageNet -> ImageNet-A/R: keep the 200 rows of the 1000-class classifier that the
+        # target's classes map to (integer index lists, not name look-ups).
+        indices = getattr(self.dm.dataset, "class_indices_1k", None)
+        if indices is None:
+            return state_dict
+        rows = len(state_dict["base_text_features"])
+        if rows != 1000:
+            raise UserError(f"{self.cfg.DATASET.NAME} evaluates a 1000-class ImageNet classifier, but the "
+                            f"checkpoint has {rows} classes")
+        index = torch.as_tensor(indices, dtype=torch.long)
+        per_class = ("base_text_features", "text_feature_residuals")
+        return {k: v.index_select(0, index.to(v.device)) if k in per_class else v for k, v in state_dict.items()}
+
     def forward(self, features):
         weights = F.normalize(self.learner(), dim=-1)
-        return self.logit_scale * F.normalize(features.float(), dim=-1) @ weights.t()
+        features = self.learner.adapt_image(features.float())
+        return self.logit_scale * F.normalize(features, dim=-1) @ weights.t()

@@ -20,7 +20,7 @@
 # file exists; only the copy is made when the training folder already holds strong_base.pth.tar.
 #
 # Environment: OUTPUT (output), STRONG_BASE (strong_base), BACKBONE (RN50; anything else is
-# passed as MODEL.BACKBONE.NAME), ENHANCE_CFG (adam_lr2e-3_B256_ep50, or the path of a .yaml),
+# passed as MODEL.BACKBONE.NAME), ENHANCE_CFG (adam_lr1e-4_B256_ep50, or the path of a .yaml),
 # SEED (1), PYTHON (python), EXTRA_OPTS, DATA.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/grid.sh"
@@ -40,7 +40,7 @@ DATA=${3:-${DATA:-}}
 OUTPUT=$(grid_from_caller "${OUTPUT:-output}")
 STRONG_BASE=$(grid_from_caller "${STRONG_BASE:-strong_base}")
 BACKBONE=${BACKBONE:-RN50}
-ENHANCE_CFG=${ENHANCE_CFG:-adam_lr2e-3_B256_ep50}
+ENHANCE_CFG=${ENHANCE_CFG:-adam_lr1e-4_B256_ep50}
 SEED=${SEED:-1}
 read -r -a PY <<< "${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"

@@ -1,0 +1,12 @@
+"""CLIP access on top of open_clip: OpenAI model names and checksummed weights, local files and
+open_clip tags (`load`), OpenAI's tokenizer (`tokenize`) and the text path split open
+(`TextEncoder`) for prompt-learning methods."""
+from .model import build_model, encode_image, load, read_state_dict, visual_dtype
+from .text import CONTEXT_LENGTH, TextEncoder, tokenize
+from .weights import MODEL_URLS, available_models, default_cache_dir, download, sha256_file
+
+__all__ = [
+    "CONTEXT_LENGTH", "MODEL_URLS", "TextEncoder", "available_models", "build_model",
+    "default_cache_dir", "download", "encode_image", "load", "read_state_dict", "sha256_file",
+    "tokenize", "visual_dtype",
+]

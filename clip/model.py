@@ -1,0 +1,200 @@
+"""`clip.load`: turn a backbone name into a frozen open_clip `CLIP` module.
+
+Three kinds of names:
+  * an OpenAI name ("RN50", "ViT-B/16", ...): the checksummed file is downloaded into the cache;
+  * a path to a file in OpenAI's format: a TorchScript archive like the released .pt files, a
+    plain state dict, or a training checkpoint {"state_dict": ...} (a "module." prefix is
+    stripped). The architecture is inferred from the tensor shapes, as the original `clip`
+    package does, and is assumed to be OpenAI's (QuickGELU); weights trained with open_clip's
+    GELU models belong in the third form, whose `pretrained` part may also be a file path;
+  * an open_clip "model:pretrained" pair such as "ViT-B-32:laion2b_s34b_b79k".
+"""
+import difflib
+import os
+import pickle
+import warnings
+
+import open_clip
+import torch
+from open_clip.model import build_model_from_openai_state_dict
+
+from engine.errors import ConfigError, UserError, WeightsError
+
+from .weights import MODEL_URLS, available_models, default_cache_dir, download, model_sha256, \
+    sha256_file
+
+PRECISIONS = ("fp16", "fp32", "amp")
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".tar", ".safetensors")
+
+# Scalars stored next to the weights in OpenAI's files; they are not parameters.
+_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def read_state_dict(path):
+    """State dict of a CLIP file: TorchScript archive, plain state dict, or {"state_dict": ...}."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"CLIP weights file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # The released OpenAI files are TorchScript; torch marks the loader as deprecated.
+            warnings.simplefilter("ignore", FutureWarning)
+            sd = torch.jit.load(path, map_location="cpu").state_dict()
+    except RuntimeError:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
+            raise WeightsError(f"Cannot read CLIP weights from {path}: it is neither a TorchScript "
+                               f"archive nor a torch state dict ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200]}). The file may be truncated or "
+                               "corrupt; delete it and download it again.") from e
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors.")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _check_clip_keys(sd, source):
+    needed = ["text_projection", "token_embedding.weight", "positional_embedding", "ln_final.weight"]
+    missing = [k for k in needed if k not in sd]
+    if "visual.proj" not in sd and "visual.attnpool.positional_embedding" not in sd:
+        missing.append("visual.proj (ViT) or visual.attnpool.positional_embedding (ResNet)")
+    if missing:
+        raise WeightsError(f"{source} is not an OpenAI-format CLIP state dict; missing keys: "
+                           + ", ".join(missing))
+
+
+def build_model(state_dict, precision="fp32", source="state dict"):
+    """CLIP with the architecture inferred from `state_dict` (OpenAI key names)."""
+    _check_clip_keys(state_dict, source)
+    fp16 = precision == "fp16"
+    try:
+        # Casts conv/linear/attention weights and projections to fp16, as OpenAI stores them;
+        # with cast_dtype=fp16, LayerNorm runs in fp32 like OpenAI's.
+        model = build_model_from_openai_state_dict(
+            dict(state_dict), quick_gelu=True, cast_dtype=torch.float16 if fp16 else None)
+        if not fp16:
+            model.float()
+            # Reload so that a file stored in fp32 keeps its precision (OpenAI files are fp16
+            # already, so for them this changes nothing).
+            weights = {k: v for k, v in state_dict.items() if k not in _META_KEYS}
+            model.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError, AssertionError) as e:
+        raise WeightsError(f"{source} does not match any CLIP architecture that can be inferred "
+                           f"from its shapes: {str(e).splitlines()[0][:300]}") from e
+    return model
+
+
+def _resolve_precision(precision, device):
+    if precision is None:
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown CLIP precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and device.type != "cuda":
+        print(f"Note: fp16 weights are only used on CUDA; loading CLIP in fp32 on {device.type}.")
+        return "fp32"
+    # amp keeps fp32 weights; autocast is the trainer's business.
+    return "fp32" if precision == "amp" else precision
+
+
+def _unknown_name(name):
+    names = available_models()
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UserError(f"Unknown CLIP backbone {name!r}.{hint} Available: {', '.join(names)}. "
+                     "A path to a weights file or an open_clip 'model:pretrained' pair "
+                     "(e.g. 'ViT-B-32:laion2b_s34b_b79k') also works.")
+
+
+def _load_open_clip(name, device, precision, cache_dir):
+    arch, tag = name.split(":", 1)
+    if arch == "hf-hub":
+        # open_clip's own scheme: the whole name is the model id, weights come with it.
+        arch, tag = name, None
+    else:
+        if arch not in open_clip.list_models():
+            close = difflib.get_close_matches(arch, open_clip.list_models(), n=3, cutoff=0.6)
+            hint = f" Close matches: {', '.join(close)}." if close else ""
+            raise UserError(f"Unknown open_clip model {arch!r} in backbone {name!r}.{hint} "
+                            "See open_clip.list_models().")
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if tag not in tags and not os.path.isfile(os.path.expanduser(tag)):
+            raise UserError(f"Unknown pretrained tag {tag!r} for open_clip model {arch!r}; known "
+                            f"tags: {', '.join(tags) or 'none'}. A path to a weights file also works.")
+        if tag not in tags:
+            tag = os.path.expanduser(tag)
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(
+            arch, pretrained=tag, precision=precision, device=device, cache_dir=cache_dir)
+    except (RuntimeError, OSError, ValueError) as e:
+        where = cache_dir or "open_clip's default cache (the Hugging Face hub cache)"
+        raise WeightsError(f"Could not get open_clip weights {name!r}: {str(e).splitlines()[0][:300]} "
+                           f"Without network access, the files must already be in {where}; the "
+                           "folder can be set with MODEL.BACKBONE.CACHE_DIR.") from e
+    if tag is not None and os.path.isfile(tag):
+        backbone_id = f"open_clip:{arch}:sha256={sha256_file(tag)}"
+    else:
+        backbone_id = f"open_clip:{name}"
+    return model, backbone_id
+
+
+def load(name, device="cpu", precision=None, cache_dir=None):
+    """Frozen CLIP (open_clip `CLIP`, eval mode, no gradients) on `device`.
+
+    precision: None picks fp16 on CUDA (OpenAI's mixed fp16 weights, as the references run) and
+    fp32 elsewhere; "fp16" off CUDA falls back to fp32; "fp32" and "amp" give fp32 weights.
+    Adds `input_resolution` (int), `embed_dim` and `backbone_id` (identifies the weights, for
+    feature caches) to the returned module.
+    """
+    device = torch.device(device)
+    precision = _resolve_precision(precision, device)
+    print(f"Loading CLIP (backbone: {name})")
+    path = os.path.expanduser(str(name))
+    if name in MODEL_URLS:
+        path = download(MODEL_URLS[name], cache_dir or default_cache_dir())
+        model = build_model(read_state_dict(path), precision, source=path)
+        backbone_id = model_sha256(name)
+    elif os.path.isfile(path):
+        model = build_model(read_state_dict(path), precision, source=path)
+        backbone_id = sha256_file(path)
+    elif ":" in name:
+        model, backbone_id = _load_open_clip(name, device, precision, cache_dir)
+    elif os.path.isabs(path) or name.startswith(".") or name.endswith(_WEIGHT_SUFFIXES):
+        raise WeightsError(f"CLIP weights file not found: {path}")
+    else:
+        raise _unknown_name(name)
+
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    size = model.visual.image_size
+    model.input_resolution = int(size[0] if isinstance(size, (tuple, list)) else size)
+    model.embed_dim = _embed_dim(model)
+    model.backbone_id = backbone_id
+    return model
+
+
+def _embed_dim(model):
+    proj = getattr(model, "text_projection", None)
+    if isinstance(proj, torch.Tensor):
+        return int(proj.shape[1])
+    if isinstance(proj, torch.nn.Linear):
+        return int(proj.out_features)
+    return int(getattr(model.visual, "output_dim"))
+
+
+def visual_dtype(model):
+    """Dtype of the image encoder's weights (what OpenAI's `model.dtype` reports)."""
+    conv1 = getattr(model.visual, "conv1", None)
+    if conv1 is not None:
+        return conv1.weight.dtype
+    return next(p for p in model.visual.parameters() if p.is_floating_point()).dtype
+
+
+def encode_image(model, images):
+    """Image features in float32; `images` are cast to the visual tower's dtype and device."""
+    param = next(model.visual.parameters())
+    return model.encode_image(images.to(device=param.device, dtype=visual_dtype(model))).float()
