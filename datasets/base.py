@@ -402,5 +402,8 @@ def read_lines(path, what="annotation file"):
     """Non-empty stripped lines of a text file (CRLF-safe); a missing file is a DatasetError."""
     if not os.path.isfile(path):
         raise DatasetError(f"{what} not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    except UnicodeDecodeError:
+        raise DatasetError(f"{what} {path} is not a text file; download it again") from None

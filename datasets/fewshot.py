@@ -87,7 +87,8 @@ def _load_cache(train, val, cache_path, path_prefix, name):
         data = read_json(cache_path, "Few-shot cache")
         if not isinstance(data, dict) or "train" not in data or (val is not None and "val" not in data):
             raise DatasetError(f"Few-shot cache {cache_path} must hold the keys 'train' and 'val'.")
-        loaded = {key: items_from_json(data[key], path_prefix, f"{cache_path} [{key}]") for key, _ in _parts(train, val)}
+        loaded = {key: items_from_json(data[key], path_prefix, f"{cache_path} [{key}]")
+                  for key, _ in _parts(train, val)}
     except DatasetError as e:
         raise _stale(name, cache_path, f"cannot be read: {e}") from None
     out = _match(loaded, train, val, cache_path, path_prefix, name)
@@ -117,7 +118,8 @@ def _match(loaded, train, val, cache_path, path_prefix, name):
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise _stale(name, cache_path, f"does not match the current split and files ({len(problems)} entries):\n{shown}{more}")
+        raise _stale(name, cache_path,
+                     f"does not match the current split and files ({len(problems)} entries):\n{shown}{more}")
     return out
 
 
@@ -162,7 +164,8 @@ def read_coop_pickle(pkl_path, keys=("train", "val")):
             impath, label, classname = attrs.get("_impath"), attrs.get("_label"), attrs.get("_classname", "")
             if not (isinstance(impath, str) and isinstance(label, int) and not isinstance(label, bool)
                     and isinstance(classname, str)):
-                raise DatasetError(f"[{key}] entry {i} is not a Datum with a str path, an int label and a str class name")
+                raise DatasetError(
+                    f"[{key}] entry {i} is not a Datum with a str path, an int label and a str class name")
             out[key].append(Datum(impath=impath, label=label, classname=classname))
     return out
 

@@ -140,13 +140,14 @@ train/ and test/ folders) do not have CoOp's layout and do not match split_zhou_
     )),
     Source("EuroSAT", "eurosat", "eurosat", (
         Resource("EuroSAT.zip", (
-            "https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",
+            "https://huggingface.co/datasets/torchgeo/eurosat/resolve/"
+            "c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",
             "http://madm.dfki.de/files/sentinel/EuroSAT.zip"),
             md5="c8fa014336c82ac7804f0398fcb19387", approx_size="94 MB", members=(("2750", "2750"),)),
         split_json("EuroSAT", "1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o"),
     )),
     Source("UCF101", "ucf101", "ucf101", (
-        Resource("UCF-101-midframes.zip", (GDRIVE + "10Jqome3vtUA2keJkNanAiFpgbyC9Hc2O",), approx_size="1.9 GB",
+        Resource("UCF-101-midframes.zip", (GDRIVE + "10Jqome3vtUA2keJkNanAiFpgbyC9Hc2O",), approx_size="",
                  members=(("UCF-101-midframes", "UCF-101-midframes"),)),
         Resource("UCF101TrainTestSplits-RecognitionTask.zip",
                  ("https://www.crcv.ucf.edu/data/UCF101/UCF101TrainTestSplits-RecognitionTask.zip",),

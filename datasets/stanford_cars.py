@@ -32,9 +32,11 @@ class StanfordCars(SplitJsonDataset):
     """
 
     def generate_split(self):
-        meta = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")
-        trainval = self.read_annotations("cars_train", os.path.join(self.dataset_dir, "devkit", "cars_train_annos.mat"), meta)
-        test = self.read_annotations("cars_test", os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat"), meta)
+        devkit = os.path.join(self.dataset_dir, "devkit")
+        meta = os.path.join(devkit, "cars_meta.mat")
+        trainval = self.read_annotations("cars_train", os.path.join(devkit, "cars_train_annos.mat"), meta)
+        test_annos = os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat")
+        test = self.read_annotations("cars_test", test_annos, meta)
         train, val = split_trainval(trainval)
         return train, val, test
 

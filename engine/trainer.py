@@ -33,6 +33,12 @@ from .optim import build_optimizer
 from .schedule import EpochScheduler
 
 
+# A sweep (sweep.py) runs many configs that differ only in shots/seed/alpha in one process;
+# it turns this on so they share one loaded CLIP (and with it the cached text features).
+SHARE_MODELS = False
+SHARED_MODELS = {}
+
+
 def select_device(cfg):
     if cfg.USE_CUDA and torch.cuda.is_available():
         return torch.device("cuda")
@@ -93,8 +99,14 @@ class Trainer:
             raise UserError("MODEL.BACKBONE.NAME is empty: set a CLIP name (e.g. RN50), a checkpoint path, "
                             "or an open_clip model:pretrained pair, in the config file or with --backbone")
         prec = "fp16" if self.device.type == "cuda" else "fp32"
-        self.clip_model = clip.load(cfg.MODEL.BACKBONE.NAME, device=self.device, precision=prec,
-                                    cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None)
+        key = (cfg.MODEL.BACKBONE.NAME, str(self.device), prec, cfg.MODEL.BACKBONE.CACHE_DIR)
+        model = SHARED_MODELS.get(key) if SHARE_MODELS else None
+        if model is None:
+            model = clip.load(cfg.MODEL.BACKBONE.NAME, device=self.device, precision=prec,
+                              cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None)
+            if SHARE_MODELS:
+                SHARED_MODELS[key] = model
+        self.clip_model = model
         size = tuple(cfg.INPUT.SIZE)
         res = self.clip_model.input_resolution
         if size[0] != res or size[-1] != res:

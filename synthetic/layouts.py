@@ -228,7 +228,8 @@ def write_sun397(root, classes=SUN_CLASSES, per_class=10, with_split=True, seed=
     for y, cls in enumerate(classes):
         name = " ".join(cls.split("/")[1:][::-1])
         os.makedirs(os.path.join(dataset_dir, "SUN397", cls), exist_ok=True)
-        rels = [f"{cls}/sun_{''.join(rng.choice(list('abcdefghijklmnopqrstuvwxyz'), 16))}.jpg" for _ in range(per_class)]
+        letters = list("abcdefghijklmnopqrstuvwxyz")
+        rels = [f"{cls}/sun_{''.join(rng.choice(letters, 16))}.jpg" for _ in range(per_class)]
         for rel in rels:
             _save_image_atomic(class_image(name, rng), os.path.join(dataset_dir, "SUN397", rel))
         train, val, test = _split_indices(per_class, rng)
@@ -253,9 +254,8 @@ def write_ucf101(root, classes=UCF_ACTIONS, per_class=10, with_split=True, seed=
     for y, action in enumerate(classes):
         renamed = "_".join(_camel_words(action))
         videos = [f"v_{action}_g{8 + i // 2:02d}_c{1 + i % 2:02d}" for i in range(per_class)]
-        os.makedirs(os.path.join(dataset_dir, "UCF-101-midframes", renamed), exist_ok=True)
         for v in videos:
-            _save_image_atomic(class_image(renamed, rng), os.path.join(dataset_dir, "UCF-101-midframes", renamed, v + ".jpg"))
+            _save_image(rng, renamed, dataset_dir, "UCF-101-midframes", renamed, v + ".jpg")
         train, val, test = _split_indices(per_class, rng)
         train_lines += [f"{action}/{videos[i]}.avi {y + 1}" for i in sorted(train + val)]
         test_lines += [f"{action}/{videos[i]}.avi" for i in sorted(test)]

@@ -59,15 +59,11 @@ LAYOUTS = [
     ("ImageNetA", "imagenet-adversarial", "imagenet-a", "imageneta"),
     ("ImageNetR", "imagenet-rendition", "imagenet-r", "imagenetr"),
 ]
-FOLDER = {name: folder for name, folder, _, _ in LAYOUTS}
 
 
 @pytest.fixture(scope="session")
-def pristine15(tmp_path_factory):
-    root = tmp_path_factory.mktemp("all15")
-    for name in ALL:
-        write_dataset(name, root, **({"per_class": PER_CLASS} if name not in IMAGENET_FAMILY else {}))
-    return root
+def pristine15(synthetic_datasets_root):
+    return synthetic_datasets_root  # per_class 10 for the datasets tested here
 
 
 def private_copy(src, dst):
@@ -239,23 +235,38 @@ def test_fallback_errors_name_the_file_and_section(pristine_nosplit, tmp_path):
 # Few-shot subsets and base/new
 
 
-@pytest.mark.parametrize("name", ["Caltech101", "FGVCAircraft", "StanfordCars", "ImageNet"])
+TRAINABLE = [n for n in ALL if n not in IMAGENET_FAMILY[1:]]
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
 @pytest.mark.parametrize("shots", [1, 4])
 def test_fewshot_counts(root, name, shots):
     full = build(root, name)
     ds = build(root, name, shots=shots)
-    labels = set(per_label(full.train_x))
-    assert per_label(ds.train_x) == {y: shots for y in labels}
+    n_train, n_val = per_label(full.train_x), per_label(full.val)
+    assert per_label(ds.train_x) == {y: min(shots, n) for y, n in n_train.items()}
     if name == "ImageNet":  # val is the test set, never reduced
         assert ds.val is ds.test and len(ds.test) == len(full.test)
     else:
-        assert per_label(ds.val) == {y: min(shots, 2) for y in labels}  # min(K, 4) of the 2 per class
+        assert per_label(ds.val) == {y: min(shots, 4, n) for y, n in n_val.items()}
     assert set(ds.train_x) <= set(full.train_x) and ds.test == full.test
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_fewshot_cache_round_trip(root, name, capsys):
+    first = build(root, name, shots=2, seed=4)
+    random.seed(999)  # a loaded cache does not depend on the random state
+    again = DATASET_REGISTRY.get(name)(cfg_for(root, name, shots=2, seed=4))
+    assert again.train_x == first.train_x and again.val == first.val
+    cache = os.path.join(first.dataset_dir, "split_fewshot", "shot_2-seed_4.json")
+    assert f"Loading preprocessed few-shot data from {cache}" in capsys.readouterr().out
+    assert not any(os.path.isabs(e[0]) for e in load_json(cache)["train"])
 
 
 def test_subsample_base_new(root):
     base, new = build(root, "FGVCAircraft", subsample="base"), build(root, "FGVCAircraft", subsample="new")
-    assert base.classnames == EXPECTED_NAMES["FGVCAircraft"][:3] and new.classnames == EXPECTED_NAMES["FGVCAircraft"][3:]
+    names = EXPECTED_NAMES["FGVCAircraft"]
+    assert base.classnames == names[:3] and new.classnames == names[3:]
     assert {d.label for d in new.test} == {0, 1, 2}
 
     # ImageNet: halves of the 1000-class list, whatever has images
@@ -434,7 +445,8 @@ def test_coop_pickle_is_read_rerooted_and_converted(root, monkeypatch, capsys):
     assert f"Re-rooted the pickled paths from /data0/dataset/caltech-101 to {root / 'caltech-101'}" in out
     assert ds.train_x == train and ds.val == val
     cache = root / "caltech-101" / "split_fewshot" / "shot_2-seed_1.json"
-    assert load_json(cache)["train"][0][0] == os.path.relpath(train[0].impath, root / "caltech-101" / "101_ObjectCategories")
+    image_dir = root / "caltech-101" / "101_ObjectCategories"
+    assert load_json(cache)["train"][0][0] == os.path.relpath(train[0].impath, image_dir)
     assert pkl.is_file()  # kept
 
     again = build(root, "Caltech101", shots=2, seed=1)  # the JSON wins from now on
@@ -535,6 +547,16 @@ def test_half_extracted_dataset(root, name):
     with pytest.raises(DatasetError, match="images listed in split_zhou_") as e:
         build(root, name, shots=1)
     assert "The download looks incomplete" in str(e.value) and f"DATASETS.md#{ds.anchor}" in str(e.value)
+
+
+def test_every_anchor_has_a_section_in_datasets_md():
+    from datasets.sources import SOURCES
+    with open("DATASETS.md") as f:
+        text = f.read()
+    anchors = {cls.anchor for _, cls in DATASET_REGISTRY.items()} | {s.anchor for s in SOURCES.values()}
+    assert len(anchors) == 15
+    for anchor in anchors | {"google-drive", "few-shot-caches"}:
+        assert f'<a id="{anchor}"></a>' in text, anchor
 
 
 def test_registry_and_configs_agree():
