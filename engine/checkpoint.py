@@ -6,6 +6,7 @@ A rolling `resume.pth.tar` (with RNG states) lets a killed run continue where it
 removed when the run finishes.
 """
 import os
+import pickle
 import random
 
 import numpy as np
@@ -45,7 +46,7 @@ def load_checkpoint(path, device="cpu"):
         raise UserError(f'Model not found at "{path}"')
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as e:
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise UserError(f"Cannot read checkpoint {path}: {e}. Delete it to retrain, or point --model-dir "
                         f"at a folder with a valid checkpoint.") from None
 

@@ -13,6 +13,7 @@ Layout: <root>/<backbone id[:16]>/<namespace hash>/chunk-<uuid>.pt (+ meta.json 
 import hashlib
 import json
 import os
+import pickle
 import uuid
 
 import torch
@@ -69,7 +70,7 @@ class Namespace:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             return None  # merged away by another process; its entries live in the merged chunk
-        except (RuntimeError, EOFError, ValueError, OSError) as e:
+        except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
             return self._drop(path, f"unreadable ({type(e).__name__})")
         feats, keys = data.get("features"), data.get("keys")
         if data.get("meta") != self.meta:

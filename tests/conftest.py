@@ -1,4 +1,4 @@
-"""Shared fixtures."""
+"""Session-wide fixtures shared by the test suite."""
 import pytest
 
 
@@ -14,3 +14,29 @@ def synthetic_datasets_root(tmp_path_factory):
     for name in WRITERS:
         write_dataset(name, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory):
+    """Pretrained tiny ViT CLIP as an OpenAI-format state-dict file (str path).
+
+    Pretrained on `synthetic.tiny_clip.PRETRAIN_CLASSNAMES` (the synthetic EuroSAT, DTD and
+    OxfordPets classes). Built once and cached across sessions under $TINY_CLIP_CACHE or
+    ~/.cache/taskres-tests, keyed by the recipe; falls back to a session folder if that cache
+    cannot be written.
+    """
+    from synthetic.tiny_clip import pretrained_tiny_clip_path
+
+    try:
+        return pretrained_tiny_clip_path()
+    except OSError:
+        return pretrained_tiny_clip_path(cache_dir=str(tmp_path_factory.mktemp("tiny-clip")))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_rn_path(tmp_path_factory):
+    """Randomly initialised tiny ResNet CLIP file (str path), for load-path tests."""
+    from synthetic.tiny_clip import save_openai_checkpoint, tiny_clip_state_dict
+
+    path = tmp_path_factory.mktemp("tiny-clip-rn") / "tiny-rn.pt"
+    return save_openai_checkpoint(tiny_clip_state_dict("rn"), str(path))

@@ -12,6 +12,7 @@ Fixed here: the base is computed on any device, PREC fp32/amp work, and an enhan
 loaded whatever the precision.
 """
 import os
+import pickle
 
 import torch
 import torch.nn as nn
@@ -42,7 +43,7 @@ def load_enhanced_projection(path, text_encoder):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         weight = state["state_dict"]["weight"]
-    except (RuntimeError, EOFError, KeyError, TypeError) as e:
+    except (RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
         raise UserError(f"Cannot read the enhanced base {path} ({type(e).__name__}: {e}); expected a "
                         f"torch file with a dict {{'state_dict': {{'weight': Tensor[D_embed, W_text]}}}}") from None
     expected = tuple(text_encoder.text_projection.shape[::-1])
