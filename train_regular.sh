@@ -45,16 +45,6 @@ fi
 MAIN_BACKBONE=$BACKBONE
 if [ "$BACKBONE" = RN50 ]; then MAIN_BACKBONE=; fi
 
-fail() {  # JOB-NAME MESSAGE
-    if [ "$KEEP_GOING" = 1 ]; then
-        FAILED+=("$1")
-        echo "  failed: $2 (KEEP_GOING=1, going on)" >&2
-    else
-        echo "error: $2; rerun to resume, or set KEEP_GOING=1" >&2
-        exit 1
-    fi
-}
-
 read -r -a DS_LIST <<< "$DATASETS"
 read -r -a K_LIST <<< "$SHOTS"
 TOTAL=$(( ${#DS_LIST[@]} * ${#K_LIST[@]} ))

@@ -84,3 +84,14 @@ grid_parse_shard() {
     SHARD_INDEX=${BASH_REMATCH[1]}
     SHARD_COUNT=${BASH_REMATCH[2]}
 }
+
+# A failed grid job: stop (rerunning resumes), or with KEEP_GOING=1 record it in FAILED and go on.
+fail() {  # JOB-NAME MESSAGE
+    if [ "$KEEP_GOING" = 1 ]; then
+        FAILED+=("$1")
+        echo "  failed: $2 (KEEP_GOING=1, going on)" >&2
+    else
+        echo "error: $2; rerun to resume, or set KEEP_GOING=1" >&2
+        exit 1
+    fi
+}
