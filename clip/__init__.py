@@ -3,10 +3,11 @@ open_clip tags (`load`), OpenAI's tokenizer (`tokenize`) and the text path split
 (`TextEncoder`) for prompt-learning methods."""
 from .model import build_model, encode_image, load, read_state_dict, visual_dtype
 from .text import CONTEXT_LENGTH, TextEncoder, tokenize
-from .weights import MODEL_URLS, available_models, default_cache_dir, download, sha256_file
+from .weights import MODEL_URLS, available_models, default_cache_dir, download, sha256_file, \
+    url_sha256
 
 __all__ = [
     "CONTEXT_LENGTH", "MODEL_URLS", "TextEncoder", "available_models", "build_model",
     "default_cache_dir", "download", "encode_image", "load", "read_state_dict", "sha256_file",
-    "tokenize", "visual_dtype",
+    "tokenize", "url_sha256", "visual_dtype",
 ]

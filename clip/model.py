@@ -20,8 +20,8 @@ from open_clip.model import build_model_from_openai_state_dict
 
 from engine.errors import ConfigError, UserError, WeightsError
 
-from .weights import MODEL_URLS, available_models, default_cache_dir, download, model_sha256, \
-    sha256_file
+from .weights import MODEL_URLS, available_models, default_cache_dir, download, sha256_file, \
+    url_sha256
 
 PRECISIONS = ("fp16", "fp32", "amp")
 
@@ -40,7 +40,7 @@ def read_state_dict(path):
             # The released OpenAI files are TorchScript; torch marks the loader as deprecated.
             warnings.simplefilter("ignore", FutureWarning)
             sd = torch.jit.load(path, map_location="cpu").state_dict()
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
@@ -154,9 +154,10 @@ def load(name, device="cpu", precision=None, cache_dir=None):
     print(f"Loading CLIP (backbone: {name})")
     path = os.path.expanduser(str(name))
     if name in MODEL_URLS:
-        path = download(MODEL_URLS[name], cache_dir or default_cache_dir())
+        url = MODEL_URLS[name]
+        path = download(url, cache_dir or default_cache_dir())
         model = build_model(read_state_dict(path), precision, source=path)
-        backbone_id = model_sha256(name)
+        backbone_id = url_sha256(url)  # verified by `download`
     elif os.path.isfile(path):
         model = build_model(read_state_dict(path), precision, source=path)
         backbone_id = sha256_file(path)

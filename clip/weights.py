@@ -6,7 +6,7 @@ forks already have these files under ~/.cache/clip, which is why that is the def
 """
 import hashlib
 import os
-import tempfile
+import re
 import urllib.error
 import urllib.request
 import warnings
@@ -14,6 +14,7 @@ import warnings
 from tqdm import tqdm
 
 from engine.errors import WeightsError
+from engine.io import atomic_write
 
 _URL_ROOT = "https://openaipublic.azureedge.net/clip/models"
 
@@ -41,10 +42,6 @@ def available_models():
     return list(_OPENAI_MODELS)
 
 
-def model_sha256(name):
-    return _OPENAI_MODELS[name][0]
-
-
 def default_cache_dir():
     """`$CLIP_CACHE_DIR` if set, else ~/.cache/clip (where the original `clip` package puts them)."""
     env = os.environ.get("CLIP_CACHE_DIR")
@@ -59,12 +56,14 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def _expected_sha256(url):
+def url_sha256(url):
+    """The SHA-256 a weights URL promises: the path segment before the file name."""
     parts = url.rstrip("/").split("/")
-    if len(parts) < 2:
+    sha = parts[-2].lower() if len(parts) >= 2 else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise WeightsError(f"Cannot read the expected SHA-256 from URL {url!r}: it must end in "
                            "/<sha256>/<file name>.")
-    return parts[-2].lower()
+    return sha
 
 
 def _manual_hint(url, target):
@@ -81,7 +80,7 @@ def download(url, root=None):
     and raises `WeightsError`.
     """
     root = os.path.expanduser(root or default_cache_dir())
-    expected = _expected_sha256(url)
+    expected = url_sha256(url)
     target = os.path.join(root, os.path.basename(url.rstrip("/")))
 
     stale_reason = None
@@ -101,11 +100,12 @@ def download(url, root=None):
         raise WeightsError(f"Cannot create the CLIP cache folder {root} ({e}). "
                            + _manual_hint(url, target)) from e
 
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{os.path.basename(target)}.", suffix=".part")
     try:
-        h = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
+        # atomic_write removes its temp file when the block raises, so a failed or corrupt
+        # download never lands at `target`.
+        with atomic_write(target, "wb") as out:
+            h = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=60) as src:
                 total = src.headers.get("Content-Length")
                 with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                           unit_divisor=1024, desc=os.path.basename(target)) as bar:
@@ -113,19 +113,15 @@ def download(url, root=None):
                         out.write(chunk)
                         h.update(chunk)
                         bar.update(len(chunk))
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            msg = f"Could not download CLIP weights from {url} ({reason})."
-            if stale_reason:
-                msg += f" A file is cached at {target}, but {stale_reason}."
-            raise WeightsError(msg + " " + _manual_hint(url, target)) from e
-        actual = h.hexdigest()
-        if actual != expected:
-            raise WeightsError(f"Downloaded {url} but its SHA-256 is {actual}, expected {expected}. "
-                               "The download was discarded; try again, or: " + _manual_hint(url, target))
-        os.replace(tmp, target)
-        tmp = None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+            actual = h.hexdigest()
+            if actual != expected:
+                raise WeightsError(f"Downloaded {url} but its SHA-256 is {actual}, expected "
+                                   f"{expected}. The download was discarded; try again, or: "
+                                   + _manual_hint(url, target))
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        msg = f"Could not download CLIP weights from {url} ({reason})."
+        if stale_reason:
+            msg += f" A file is cached at {target}, but {stale_reason}."
+        raise WeightsError(msg + " " + _manual_hint(url, target)) from e
     return target

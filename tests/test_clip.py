@@ -52,9 +52,10 @@ class _Server:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path}"
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -120,7 +121,6 @@ def test_download_verifies_then_reuses_cache_offline(served, tmp_path):
     assert clip.sha256_file(path) == sha
     assert os.listdir(root) == ["tiny.pt"]  # no temp file left behind
     server.stop()
-    server.stop = lambda: None
     assert clip.download(url, str(root)) == path  # served from the cache, no network
 
 
@@ -179,7 +179,8 @@ def test_load_by_openai_name_offline(tmp_path, monkeypatch):
 def test_tiny_state_dict_uses_openai_names_and_dtypes(vit_sd):
     for key in ("visual.conv1.weight", "visual.proj", "text_projection", "positional_embedding",
                 "token_embedding.weight", "ln_final.weight", "logit_scale",
-                "transformer.resblocks.1.attn.in_proj_weight", "visual.transformer.resblocks.1.mlp.c_fc.weight"):
+                "transformer.resblocks.1.attn.in_proj_weight",
+                "visual.transformer.resblocks.1.mlp.c_fc.weight"):
         assert key in vit_sd
     assert int(vit_sd["input_resolution"]) == 224 and int(vit_sd["context_length"]) == 77
     assert int(vit_sd["vocab_size"]) == 49408
@@ -201,6 +202,7 @@ def test_load_vit_infers_architecture(tmp_path, vit_sd, capsys):
 
 
 def test_load_rn_infers_architecture(tiny_clip_rn_path, capsys):
+    assert "visual.attnpool.positional_embedding" in clip.read_state_dict(tiny_clip_rn_path)
     model = quiet_load(tiny_clip_rn_path, capsys)
     assert type(model.visual).__name__ == "ModifiedResNet"
     assert model.input_resolution == 224 and model.embed_dim == 32
