@@ -67,6 +67,12 @@ class DataManager:
             rows.append(("# test", f"{len(dataset.test):,}"))
             print(format_table(rows))
 
+    def set_cfg(self, cfg):
+        """Rebuild the transforms for a changed INPUT config (e.g. the backbone's resolution)."""
+        self.cfg = cfg
+        self.tfm_train = build_transform(cfg, is_train=True)
+        self.tfm_test = build_transform(cfg, is_train=False)
+
     def split(self, name):
         return {"train": self.dataset.train_x, "val": self.dataset.val or [], "test": self.dataset.test}[name]
 

@@ -88,9 +88,9 @@ class Trainer:
         self.build_model()
         self._set_image_encoder_precision()
         encode = self.encode_images if self.consumes == "features" else None
-        self.source = build_source(cfg, self.dm, encode, self.device, *self._feature_identity())
+        self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity())
         print("Loading evaluator: Classification")
-        self.evaluator = Classification(self.dm.lab2cname, cfg.TEST.PER_CLASS_RESULT)
+        self.evaluator = Classification(self.dm.lab2cname, self.cfg.TEST.PER_CLASS_RESULT)
 
     # ---- model helpers for method files ------------------------------------------------------
     def load_clip(self):
@@ -107,11 +107,23 @@ class Trainer:
             if SHARE_MODELS:
                 SHARED_MODELS[key] = model
         self.clip_model = model
-        size = tuple(cfg.INPUT.SIZE)
-        res = self.clip_model.input_resolution
-        if size[0] != res or size[-1] != res:
-            print(f"Note: INPUT.SIZE {size} differs from the backbone's input resolution {res}")
+        self._fit_input_size(self.clip_model.input_resolution)
         return self.clip_model
+
+    def _fit_input_size(self, res):
+        """Images must have the backbone's resolution (RN50x16: 384, ViT-L/14@336px: 336); every
+        other size crashes in the encoder, as the reference RN50x16 recipe at 224 does."""
+        size = tuple(self.cfg.INPUT.SIZE)
+        if size == (res, res):
+            return
+        print(f"INPUT.SIZE {size} does not fit {self.cfg.MODEL.BACKBONE.NAME} (input resolution {res}); "
+              f"using ({res}, {res})")
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.INPUT.SIZE = (res, res)
+        cfg.freeze()
+        self.cfg = cfg
+        self.dm.set_cfg(cfg)
 
     def _set_image_encoder_precision(self):
         model = getattr(self, "clip_model", None)

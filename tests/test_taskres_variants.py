@@ -127,3 +127,23 @@ def test_dg_eval_slices_1000_class_checkpoint_with_index_lists(synthetic_dataset
     assert torch.equal(trainer.learner.base_text_features.cpu(), saved["base_text_features"][index])
     assert torch.equal(trainer.learner.text_feature_residuals.detach().cpu(), saved["text_feature_residuals"][index])
     assert os.path.isfile(tmp_path / "a" / "results.json")
+
+
+def test_input_size_follows_the_backbone(data_root, tmp_path):
+    """A backbone with another resolution than the recipe's 224 (as RN50x16 at 384) runs at its own."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from synthetic.tiny_clip import save_openai_checkpoint, to_openai_state_dict
+
+    torch.manual_seed(0)
+    model = CLIP(32, CLIPVisionCfg(layers=1, width=64, patch_size=32, image_size=96),
+                 CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1), quick_gelu=True)
+    path = str(tmp_path / "vit96.pt")
+    sd = to_openai_state_dict(model)
+    sd["input_resolution"] = torch.tensor(96)
+    save_openai_checkpoint(sd, path)
+    out = tmp_path / "o"
+    trainer = run(args_for(data_root, str(out), path, epochs=1))
+    assert tuple(trainer.cfg.INPUT.SIZE) == (96, 96)
+    assert "does not fit" in open(out / "log.txt").read()
+    assert os.path.isfile(out / "results.json")
