@@ -159,17 +159,26 @@ def run(args):
         checkpoint.set_random_seed(cfg.SEED)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
-    with tee_stdout(cfg.OUTPUT_DIR):
-        print_args(args, cfg)
-        print(f"Loading trainer: {cfg.TRAINER.NAME}")
-        trainer = trainer_cls(cfg)
-        if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-            return trainer
-        if not args.no_train:
-            trainer.train()
+    with tee_stdout(cfg.OUTPUT_DIR) as log_path:
+        try:
+            return build_and_run(args, cfg, trainer_cls)
+        except UserError as e:
+            with open(log_path, "a", encoding="utf-8") as f:  # the console gets it from main()
+                f.write(f"\nError: {e}\n")
+            raise
+
+
+def build_and_run(args, cfg, trainer_cls):
+    print_args(args, cfg)
+    print(f"Loading trainer: {cfg.TRAINER.NAME}")
+    trainer = trainer_cls(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
         return trainer
+    if not args.no_train:
+        trainer.train()
+    return trainer
 
 
 def main(argv=None):

@@ -154,3 +154,6 @@ def test_bad_input_gives_one_clear_message(args, message, data_root, tiny_clip_p
     assert train.main(base + args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    logs = list((tmp_path / "o").glob("log.txt*"))
+    if logs:  # errors after the log is opened are in it too
+        assert message in logs[0].read_text()
