@@ -81,10 +81,15 @@ class CachedSource:
         root = cfg.FEATURES.CACHE_DIR or default_root()
         self._ns = {}
         self._ns_args = (root, f"{backbone_id}|{encoder_tag}")
-        train = dm.dataset.train_x
-        self.train_labels = torch.tensor([d.label for d in train], device=self.device)
-        self.train_feats = self._features(train, range(self.views), train=True).to(self.device)
+        self.train_labels = torch.tensor([d.label for d in dm.dataset.train_x], device=self.device)
+        self._train_feats = None  # encoded on first use: eval-only runs never need them
         self._eval = {}
+
+    @property
+    def train_feats(self):
+        if self._train_feats is None:
+            self._train_feats = self._features(self.dm.dataset.train_x, range(self.views), train=True).to(self.device)
+        return self._train_feats
 
     def _namespace(self, train, dim):
         key = (train, dim)

@@ -164,3 +164,17 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert path.read_text().startswith('{\n  "a": 1')
     assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_train_loader_drops_last_only_with_a_full_batch():
+    from engine.data import make_loader
+
+    cfg = get_cfg_default()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    items = list(range(10))
+    small = make_loader(items, None, 256, train=True, cfg=cfg, device=torch.device("cpu"))
+    assert not small.drop_last and len(small) == 1  # EuroSAT 1-shot: one partial batch per epoch
+    big = make_loader(list(range(600)), None, 256, train=True, cfg=cfg, device=torch.device("cpu"))
+    assert big.drop_last and len(big) == 2
+    test = make_loader(list(range(600)), None, 256, train=False, cfg=cfg, device=torch.device("cpu"))
+    assert not test.drop_last and len(test) == 3
