@@ -99,7 +99,8 @@ def method_label(run, with_alpha=False):
     if with_alpha and run.alpha is not None:
         label += f", α={run.alpha:g}"
     if run.backbone and run.backbone != "RN50":
-        label += f" [{run.backbone}]"
+        # A checkpoint path is named by its file, not its folders.
+        label += f" [{os.path.basename(run.backbone) if os.sep in run.backbone else run.backbone}]"
     return label
 
 
