@@ -1,35 +1,37 @@
-"""Run a grid of shots x seeds (x alpha) for one dataset and backbone in one process.
+"""Run a grid of runs for one dataset and backbone in one process, for any trainer.
 
-    python sweep.py --shots 1 2 4 8 16 --seeds 1 2 3 --paper-recipe \
-        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \
+    python sweep.py --shots 1 2 4 8 16 --seeds 1 2 3 --recipe \\
+        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
         --output-dir output/eurosat/TaskRes FEATURES.MODE cached
 
-Every run writes its own folder, log.txt, checkpoint and results.json exactly as
-`train.py` would; the CLIP model, the text classifiers and (in FEATURES.MODE cached) the image
-features are loaded or computed once and shared. Run folders follow scripts/taskres/main.sh:
-<output-dir>/<cfg>_<K>shots/base_<regular|enhanced>_alpha<A>/seed<S>, or pass an --output-dir
-with {cfg} {shots} {seed} {alpha} placeholders. Finished runs (results.json) are skipped;
-unfinished ones resume. A failing run is reported and the others go on.
+    python sweep.py --shots 1 2 --seeds 1 2 --set OPTIM.LR=1e-3,2e-3 --set OPTIM.MAX_EPOCH=10,20 \\
+        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
+        --config-file configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml --output-dir output/lr
+
+Every run writes its own folder, log.txt, checkpoint and results.json exactly as `train.py`
+would; the CLIP models (one per backbone and precision), the text classifiers and (in
+FEATURES.MODE cached) the image features are loaded or computed once and shared read-only.
+
+Grid axes: --shots, --seeds, --set KEY=v1,v2,... (any config key, repeatable), --alphas
+(TaskRes's residual scale) and --recipe (the trainer's table in configs/recipes.yaml: the
+config file and overrides per dataset and shot count; --paper-recipe is the same).
+Run folders: <output-dir>/<cfg>_<K>shots[/base_<regular|enhanced>_alpha<A>][/<set tag>]/seed<S>
+(the TaskRes scripts' layout; the set tag joins KEYvalue for each --set key, e.g. LR0.001), or
+an --output-dir template with {cfg} {shots} {seed} {alpha} {trainer} {set} placeholders.
+Finished runs (results.json) are skipped; unfinished ones resume. A failing run is reported and
+the others go on.
 """
 import argparse
+import itertools
 import os
 import sys
 import time
 import traceback
 
-import yaml
-
 import train
-from engine import trainer as engine_trainer
 from engine.errors import UserError
-
-
-def paper_recipe(dataset_name, shots):
-    """The TaskRes paper's per-dataset settings (taskres-reference §3.1)."""
-    lr = "2e-4" if dataset_name == "ImageNet" else "2e-3"
-    epochs = 100 if shots <= 4 else 200
-    alpha = 1.0 if dataset_name == "OxfordFlowers" else 0.5
-    return f"configs/trainers/TaskRes/adam_lr{lr}_B256_ep{epochs}.yaml", alpha
+from engine.models import ModelCache
+from engine.recipes import RecipeError, dataset_stem, recipe
 
 
 def build_parser():
@@ -37,55 +39,93 @@ def build_parser():
                                 usage="python sweep.py --shots K [K ...] --seeds S [S ...] [options] TRAIN.PY ARGS")
     p.add_argument("--shots", type=int, nargs="+", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a config key and its values (repeatable; every combination runs)")
     p.add_argument("--alphas", type=float, nargs="+", help="TaskRes RESIDUAL_SCALE values")
-    p.add_argument("--paper-recipe", action="store_true",
-                   help="TaskRes paper config per shot count (ep100 for 1/2/4, ep200 for 8/16; lr 2e-4 on "
-                        "ImageNet) and its alpha (1.0 for OxfordFlowers, else 0.5) unless --alphas is given")
+    p.add_argument("--recipe", "--paper-recipe", dest="recipe", action="store_true",
+                   help="the trainer's recipe table (configs/recipes.yaml): config file and overrides per "
+                        "dataset and shot count; --alphas, --set and trailing overrides still win")
     return p
 
 
-def dataset_name(path):
-    with open(path) as f:
-        return (yaml.safe_load(f) or {}).get("DATASET", {}).get("NAME", "")
+def parse_sets(items):
+    """[(KEY, [v1, v2, ...])] from KEY=v1,v2 strings."""
+    out = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise UserError(f"--set takes KEY=v1,v2,...; got {item!r}")
+        out.append((key, values.split(",")))
+    return out
+
+
+def _short(key):
+    return key.rsplit(".", 1)[-1]
+
+
+def set_tag(combo):
+    return "_".join(f"{_short(k)}{v}" for k, v in combo)
 
 
 def plan(sweep, base):
-    """(run label, train.py argv) for each grid point."""
-    name = dataset_name(base.dataset_config_file) if base.dataset_config_file else ""
-    is_taskres = base.trainer.startswith("TaskRes") and base.trainer != "TaskResEnhancedBase"
+    """(run folder, train.py argv) for each grid point."""
+    cfg0 = train.setup_cfg(base)
+    trainer = cfg0.TRAINER.NAME
+    dataset = dataset_stem(cfg0.DATASET.NAME) if cfg0.DATASET.NAME else ""
+    is_taskres = trainer == "TaskRes"
+    sets = parse_sets(sweep.sets)
+    combos = list(itertools.product(*[[(k, v) for v in values] for k, values in sets])) or [()]
     runs = []
     for shots in sweep.shots:
-        config = base.config_file
+        config, opts = base.config_file, []
         alphas = sweep.alphas
-        if sweep.paper_recipe:
-            config, paper_alpha = paper_recipe(name, shots)
-            alphas = alphas or [paper_alpha]
+        if sweep.recipe:
+            try:
+                r = recipe(trainer, dataset, shots)
+            except RecipeError as e:
+                raise UserError(str(e)) from None
+            config = r.config
+            recipe_alpha = r.opts.pop("TRAINER.TaskRes.RESIDUAL_SCALE", None) if is_taskres else None
+            opts = r.opts_list()
+            if recipe_alpha is not None and not alphas:
+                alphas = [float(recipe_alpha)]
         if not config:
-            raise UserError("pass --config-file (or --paper-recipe for TaskRes)")
+            raise UserError("pass --config-file (or --recipe for a trainer with a recipe table)")
         if is_taskres and not alphas:
-            alphas = [float(train.setup_cfg(base).TRAINER.TaskRes.RESIDUAL_SCALE)]
-        alphas = alphas if is_taskres else [None]
+            alphas = [float(cfg0.TRAINER.TaskRes.RESIDUAL_SCALE)]
         cfg_name = os.path.splitext(os.path.basename(config))[0]
-        for alpha in alphas or [None]:
-            for seed in sweep.seeds:
-                out = run_dir(base, cfg_name, shots, seed, alpha)
-                argv = list(base.argv) + ["--config-file", config, "--seed", str(seed), "--output-dir", out,
-                                          "DATASET.NUM_SHOTS", str(shots)]
-                if alpha is not None:
-                    argv += ["TRAINER.TaskRes.RESIDUAL_SCALE", str(alpha)]  # the last value wins
-                runs.append((out, argv))
+        for alpha in (alphas if is_taskres else [None]):
+            for combo in combos:
+                for seed in sweep.seeds:
+                    out = run_dir(base, trainer, cfg_name, shots, seed, alpha, combo)
+                    argv = list(base.argv) + ["--config-file", config, "--seed", str(seed), "--output-dir", out]
+                    # yacs keeps the last value: the recipe's overrides, then the user's own,
+                    # then the grid's values.
+                    argv += opts + list(base.opts) + ["DATASET.NUM_SHOTS", str(shots)]
+                    for key, value in combo:
+                        argv += [key, value]
+                    if alpha is not None:
+                        argv += ["TRAINER.TaskRes.RESIDUAL_SCALE", str(alpha)]
+                    runs.append((out, argv))
     return runs
 
 
-def run_dir(base, cfg_name, shots, seed, alpha):
+def run_dir(base, trainer, cfg_name, shots, seed, alpha, combo=()):
     root = base.output_dir or "output"
-    fields = dict(cfg=cfg_name, shots=shots, seed=seed, alpha=alpha)
+    tag = set_tag(combo)
+    fields = dict(cfg=cfg_name, shots=shots, seed=seed, alpha=alpha, trainer=trainer, set=tag)
     if "{" in root:
-        return root.format(**fields)
+        try:
+            return root.format(**fields)
+        except KeyError as e:
+            raise UserError(f"--output-dir template uses an unknown placeholder {e}; "
+                            f"known: {', '.join('{' + k + '}' for k in fields)}") from None
     parts = [root, f"{cfg_name}_{shots}shots"]
     if alpha is not None:
         kind = "regular" if base.enhanced_base == "none" else "enhanced"
         parts.append(f"base_{kind}_alpha{alpha}")
+    if tag:
+        parts.append(tag)
     return os.path.join(*parts, f"seed{seed}")
 
 
@@ -93,15 +133,16 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     sweep, rest = build_parser().parse_known_args(argv)
     base = train.parse_args(rest)
-    # Keep the user's train.py arguments except those each run sets itself.
-    flags, opts = train.split_argv(rest, train.build_parser())
-    base.argv = strip_flags(flags, {"--config-file", "--seed", "--output-dir"}) + opts
+    # Keep the user's train.py flags except those each run sets itself; base.opts (the trailing
+    # overrides) go after the recipe's in every run (see plan), so they win over the table.
+    flags, _ = train.split_argv(rest, train.build_parser())
+    base.argv = strip_flags(flags, {"--config-file", "--seed", "--output-dir"})
     try:
         runs = plan(sweep, base)
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
-    engine_trainer.SHARE_MODELS = True
+    models = ModelCache()  # owned by this sweep; dropped when it ends
     failed, start = [], time.time()
     for i, (out, run_argv) in enumerate(runs, 1):
         if os.path.isfile(os.path.join(out, "results.json")):
@@ -109,7 +150,7 @@ def main(argv=None):
             continue
         print(f"[{i}/{len(runs)}] {out}")
         try:
-            train.run(train.parse_args(run_argv))
+            train.run(train.parse_args(run_argv), models=models)
         except UserError as e:
             print(f"Error in {out}: {e}", file=sys.stderr)
             failed.append(out)

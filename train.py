@@ -149,7 +149,8 @@ def print_args(args, cfg):
           f"CUDA available: {torch.cuda.is_available()}")
 
 
-def run(args):
+def run(args, models=None):
+    """One run; `models` is a ModelCache shared by the runs of a sweep (None: own model)."""
     cfg = setup_cfg(args)
     if not cfg.TRAINER.NAME:
         raise UserError(f"No trainer given: pass --trainer (one of {', '.join(TRAINER_REGISTRY.names())})")
@@ -159,19 +160,21 @@ def run(args):
         checkpoint.set_random_seed(cfg.SEED)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.TRAIN.ALLOW_TF32)
+        torch.backends.cudnn.allow_tf32 = bool(cfg.TRAIN.ALLOW_TF32)
     with tee_stdout(cfg.OUTPUT_DIR) as log_path:
         try:
-            return build_and_run(args, cfg, trainer_cls)
+            return build_and_run(args, cfg, trainer_cls, models)
         except UserError as e:
             with open(log_path, "a", encoding="utf-8") as f:  # the console gets it from main()
                 f.write(f"\nError: {e}\n")
             raise
 
 
-def build_and_run(args, cfg, trainer_cls):
+def build_and_run(args, cfg, trainer_cls, models=None):
     print_args(args, cfg)
     print(f"Loading trainer: {cfg.TRAINER.NAME}")
-    trainer = trainer_cls(cfg)
+    trainer = trainer_cls(cfg, models=models)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

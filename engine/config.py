@@ -128,6 +128,11 @@ def get_cfg_default():
     c.TRAIN.RESUME_FREQ = 1
     # Not in Dassl (which always writes it): TensorBoard events under OUTPUT_DIR/tensorboard.
     c.TRAIN.TENSORBOARD = True
+    # Not in Dassl: micro-batches per optimizer step (1 = the reference: one step per batch).
+    c.TRAIN.GRAD_ACCUM_STEPS = 1
+    # TF32 matmuls and convolutions on CUDA (Ampere and later), as the reference TaskRes
+    # train.py enables them; False for full fp32 arithmetic.
+    c.TRAIN.ALLOW_TF32 = True
 
     c.TEST = CN()
     c.TEST.EVALUATOR = "Classification"
@@ -152,8 +157,43 @@ def get_cfg_default():
     return c
 
 
+# Dassl default keys that nothing in this framework reads (semi-supervised, domain-adaptation
+# and backbone/head options of Dassl's own models). Reference yaml files leave them at their
+# defaults and load; a config that changes one gets an error instead of silently no effect.
+INERT_KEYS = (
+    "DATASET.SOURCE_DOMAINS", "DATASET.TARGET_DOMAINS", "DATASET.NUM_LABELED", "DATASET.VAL_PERCENT",
+    "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE", "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED",
+    "DATALOADER.K_TRANSFORMS", "DATALOADER.RETURN_IMG0", "DATALOADER.TRAIN_X.SAMPLER",
+    "DATALOADER.TRAIN_X.N_DOMAIN", "DATALOADER.TRAIN_X.N_INS", "DATALOADER.TRAIN_U.SAME_AS_X",
+    "DATALOADER.TRAIN_U.SAMPLER", "DATALOADER.TRAIN_U.BATCH_SIZE", "DATALOADER.TRAIN_U.N_DOMAIN",
+    "DATALOADER.TRAIN_U.N_INS", "DATALOADER.TEST.SAMPLER", "MODEL.BACKBONE.PRETRAINED", "MODEL.HEAD.NAME",
+    "MODEL.HEAD.HIDDEN_LAYERS", "MODEL.HEAD.ACTIVATION", "MODEL.HEAD.BN", "MODEL.HEAD.DROPOUT",
+    "OPTIM.STAGED_LR", "OPTIM.NEW_LAYERS", "OPTIM.BASE_LR_MULT", "TRAIN.COUNT_ITER", "TEST.EVALUATOR",
+    "TEST.COMPUTE_CMAT", "INPUT.RANDAUGMENT_N", "INPUT.RANDAUGMENT_M",
+)
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def check_inert_keys(cfg, defaults=None):
+    defaults = defaults or get_cfg_default()
+    changed = [k for k in INERT_KEYS if _get(cfg, k) != _get(defaults, k)]
+    if changed:
+        raise ConfigError(
+            "These Dassl config keys have no effect in this framework, but the config changes them: "
+            + ", ".join(f"{k} = {_get(cfg, k)!r} (default {_get(defaults, k)!r})" for k in changed)
+            + ". Remove them from the yaml file or the command line.")
+
+
 def check_cfg(cfg):
     """Checks shared by every trainer; trainer-specific ones live in the trainer's check_cfg."""
+    check_inert_keys(cfg)
+    if int(cfg.TRAIN.GRAD_ACCUM_STEPS) < 1:
+        raise ConfigError(f"TRAIN.GRAD_ACCUM_STEPS must be >= 1, got {cfg.TRAIN.GRAD_ACCUM_STEPS}")
     if cfg.FEATURES.MODE not in ("online", "cached"):
         raise ConfigError(f"FEATURES.MODE must be 'online' or 'cached', got {cfg.FEATURES.MODE!r}")
     if cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):

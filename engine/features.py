@@ -8,13 +8,23 @@ A source has three methods, so trainer files never change between modes:
     num_train_batches()  -> batches per epoch
     eval_batches(split)  -> iterator of (inputs, labels) over a deterministic split
 
+and feature sources add, for methods that need a whole split at once (Tip-Adapter's cache,
+closed-form probes, zero-shot initialisations):
+
+    split_features(split, views=0) -> (features float32 [N, D], labels [N]) with the test
+                         transform (resize + center crop), or with views=V: [N, V, D], V
+                         augmented views per image (train transform, one seed per (image, view))
+
 `online` is the reference: every batch is augmented afresh and encoded under no_grad.
 `cached`: V augmented views per training image and the center-crop features of val/test are
 encoded once into the FeatureStore and reused by every run with the same backbone weights;
 each epoch draws one view per image. Shuffling follows the same rules as the online loader
-(global RNG, drop_last only when the split holds a full batch).
+(global RNG, drop_last only when the split holds a full batch). Encoding never draws from the
+global RNG (its loaders get their own generator and every view its own seed), so a run's result
+does not depend on what the store already held.
 """
 import hashlib
+import time
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -26,18 +36,91 @@ from .data import num_workers
 from .feature_store import Namespace, default_root, image_key
 
 
+class EncoderStats:
+    """Images encoded and seconds spent encoding them (results.json: encoder images/s)."""
+
+    def __init__(self):
+        self.images, self.seconds = 0, 0.0
+
+    def timed(self, encode, images):
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = encode(images)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.images += len(images)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def stats(self):
+        rate = self.images / self.seconds if self.seconds > 0 else None
+        return {"images": self.images, "seconds": round(self.seconds, 3),
+                "images_per_s": round(rate, 1) if rate else None}
+
+
+def _split_items(dm, split):
+    return dm.dataset.train_x if split in ("train", "train_x") else dm.split(split)
+
+
+def encode_views(pairs, transform, seeded, encode, cfg, device, stats, flush=None, desc=None):
+    """Encode (path, view) pairs; returns [len(pairs), D] (or calls `flush(keys_pairs, feats)`
+    every few thousand features and returns None). The loader has its own generator, so the
+    caller's RNG is untouched."""
+    loader = DataLoader(_SeededViews(pairs, transform, seeded=seeded), batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
+                        num_workers=num_workers(cfg), pin_memory=device.type == "cuda",
+                        generator=torch.Generator())
+    done, pending, feats = 0, [], []
+    bar = tqdm(loader, desc=desc or f"Encoding {len(pairs):,} images", unit="batch")
+    for images in bar:
+        out = stats.timed(encode, images.to(device, non_blocking=True))
+        pending += pairs[done:done + len(out)]
+        feats.append(out)
+        done += len(out)
+        bar.set_postfix(img_s=f"{done / max(bar.format_dict['elapsed'], 1e-6):.0f}")
+        if flush is not None and len(pending) >= 8192:  # an interrupted fill keeps what it encoded
+            flush(pending, torch.cat(feats))
+            pending, feats = [], []
+    if flush is not None:
+        if pending:
+            flush(pending, torch.cat(feats))
+        return None
+    return torch.cat(feats) if feats else torch.zeros(0)
+
+
 class OnlineSource:
-    def __init__(self, dm, encode=None, device="cpu"):
+    def __init__(self, cfg, dm, encode=None, device="cpu"):
+        self.cfg = cfg
         self.dm = dm
         self.encode = encode  # None -> pixels
         self.device = torch.device(device)
+        self._stats = EncoderStats()
+        self._splits = {}
+
+    def stats(self):
+        return self._stats.stats()
 
     def _inputs(self, images):
         images = images.to(self.device, non_blocking=True)
         if self.encode is None:
             return images
-        with torch.no_grad():
-            return self.encode(images)
+        return self._stats.timed(self.encode, images)
+
+    def split_features(self, split, views=0):
+        """Encoded once per run (no store); the same seeded views as the cached mode."""
+        if self.encode is None:
+            raise RuntimeError("split_features needs a feature source; this trainer consumes pixels")
+        key = (split, int(views))
+        if key not in self._splits:
+            items = _split_items(self.dm, split)
+            train = views > 0
+            pairs = [(d.impath, v) for d in items for v in (range(views) if train else [0])]
+            tfm = self.dm.tfm_train if train else self.dm.tfm_test
+            feats = encode_views(pairs, tfm, train, self.encode, self.cfg, self.device, self._stats)
+            feats = feats.float().to(self.device)
+            feats = feats.view(len(items), views, -1) if train else feats.view(len(items), -1)
+            labels = torch.tensor([d.label for d in items], device=self.device)
+            self._splits[key] = (feats, labels)
+        return self._splits[key]
 
     def train_batches(self):
         for images, labels, _ in self.dm.train_loader():
@@ -84,6 +167,22 @@ class CachedSource:
         self.train_labels = torch.tensor([d.label for d in dm.dataset.train_x], device=self.device)
         self._train_feats = None  # encoded on first use: eval-only runs never need them
         self._eval = {}
+        self._stats = EncoderStats()
+
+    def stats(self):
+        return self._stats.stats()
+
+    def split_features(self, split, views=0):
+        """From the feature store; augmented views are the same ones training draws from."""
+        items = _split_items(self.dm, split)
+        labels = torch.tensor([d.label for d in items], device=self.device)
+        if views > 0:
+            if split in ("train", "train_x") and views == self.views:
+                return self.train_feats.float(), labels
+            return self._features(items, range(views), train=True).float().to(self.device), labels
+        if split in ("val", "test"):
+            return self._eval_split(split)
+        return self._features(items, [0], train=False).float().to(self.device), labels
 
     @property
     def train_feats(self):
@@ -121,24 +220,10 @@ class CachedSource:
 
     def _encode_into(self, ns, pairs, train):
         tfm = self.dm.tfm_train if train else self.dm.tfm_test
-        loader = DataLoader(_SeededViews(pairs, tfm, seeded=train), batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                            num_workers=num_workers(self.cfg), pin_memory=self.device.type == "cuda")
         what = f"{len(pairs):,} {'augmented views' if train else 'images'}"
-        done, keys, feats = 0, [], []
-        bar = tqdm(loader, desc=f"Encoding {what}", unit="batch")
-        for images in bar:
-            with torch.no_grad():
-                out = self.encode(images.to(self.device, non_blocking=True))
-            batch = pairs[done:done + len(out)]
-            keys += [image_key(p, v) for p, v in batch]
-            feats.append(out)
-            done += len(out)
-            bar.set_postfix(img_s=f"{done / max(bar.format_dict['elapsed'], 1e-6):.0f}")
-            if len(keys) >= 8192:  # flush so an interrupted fill keeps what it encoded
-                ns.add(keys, torch.cat(feats))
-                keys, feats = [], []
-        if keys:
-            ns.add(keys, torch.cat(feats))
+        encode_views(pairs, tfm, train, self.encode, self.cfg, self.device, self._stats,
+                     flush=lambda done, feats: ns.add([image_key(p, v) for p, v in done], feats),
+                     desc=f"Encoding {what}")
 
     def train_batches(self):
         n = len(self.train_labels)
@@ -156,13 +241,16 @@ class CachedSource:
         n, bs = len(self.train_labels), int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         return n // bs if n >= bs else 1
 
-    def eval_batches(self, split):
+    def _eval_split(self, split):
         if split not in self._eval:
             items = self.dm.split(split)
-            feats = self._features(items, [0], train=False).to(self.device)
+            feats = self._features(items, [0], train=False).float().to(self.device)
             labels = torch.tensor([d.label for d in items], device=self.device)
             self._eval[split] = (feats, labels)
-        feats, labels = self._eval[split]
+        return self._eval[split]
+
+    def eval_batches(self, split):
+        feats, labels = self._eval_split(split)
         bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
         for i in range(0, len(labels), bs):
             yield feats[i:i + bs].float(), labels[i:i + bs]
@@ -182,4 +270,4 @@ def shared_namespace(root, backbone_id, transform_id, dim):
 def build_source(cfg, dm, encode, device, backbone_id="", encoder_tag=""):
     if cfg.FEATURES.MODE == "cached" and encode is not None:
         return CachedSource(cfg, dm, encode, device, backbone_id, encoder_tag)
-    return OnlineSource(dm, encode, device)
+    return OnlineSource(cfg, dm, encode, device)

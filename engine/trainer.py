@@ -7,11 +7,28 @@ A method file subclasses `Trainer` and implements:
                          `consumes = "pixels"`)
 and may override `forward_backward(inputs, labels)` (one optimisation step; the default is
 cross-entropy on `forward`), `encode_images(images)`, `check_cfg(cfg)`, `extend_cfg(cfg)`
-(classmethod adding its config node) and `adapt_loaded_state(name, state_dict)`.
+(classmethod adding its config node), `after_source()` (runs once the feature source exists,
+before training, resuming or evaluation: build a cache from `self.source.split_features(...)`,
+initialise a probe), `fit()` (closed-form methods: set `closed_form = True`, no epochs run),
+`adapt_loaded_state(name, state_dict)` and `run_extras()` (method values for results.json).
 
-Everything else lives here: data, the epoch loop, the per-epoch LR schedule, logging in
-Dassl's format, checkpoints and resume, evaluation and results.json.
+Class attributes a method may set:
+    cfg_node            name of its TRAINER.<X> node; its PREC (fp16 / fp32 / amp) is applied
+                        here: fp16 = half encoders on CUDA, amp = autocast + GradScaler around
+                        every step, fp32 = fp32 encoders; trainable parameters stay fp32
+    consumes            "features" (default) or "pixels"
+    closed_form         True: `fit()` replaces the epoch loop
+    ignored_load_keys   state-dict keys a checkpoint may lack or carry without error (CoOp
+                        drops its token prefix/suffix buffers); everything else loads strictly
+    per_class_keys      state-dict entries with one row per class: loading a checkpoint trained
+                        on other classes (base -> new) keeps the rows of classes it saw and
+                        takes the freshly built rows (the zero-shot classifier) for the others
+
+Everything else lives here: data, the epoch loop, the per-epoch LR schedule, precision,
+gradient accumulation, logging in Dassl's format, checkpoints and resume, evaluation and the
+run record (results.json).
 """
+import contextlib
 import datetime
 import os
 import time
@@ -23,20 +40,20 @@ import torch.nn.functional as F
 import clip
 
 from . import checkpoint as ckpt
+from . import record
+from .classes import remap_class_rows
 from .config import check_cfg as check_common_cfg
 from .data import DataManager
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .evaluator import Classification, batch_accuracy
 from .features import build_source
 from .io import save_json
+from .models import load_clip_model
 from .optim import build_optimizer
 from .schedule import EpochScheduler
 
-
-# A sweep (sweep.py) runs many configs that differ only in shots/seed/alpha in one process;
-# it turns this on so they share one loaded CLIP (and with it the cached text features).
-SHARE_MODELS = False
-SHARED_MODELS = {}
+FIT_FILE = "model-fit.pth.tar"  # closed-form methods: the fitted model (no epochs)
+PRECISIONS = ("fp16", "fp32", "amp")
 
 
 def select_device(cfg):
@@ -63,7 +80,12 @@ class AverageMeter:
 
 class Trainer:
     consumes = "features"  # or "pixels"
-    # Precision of the frozen image encoder on CUDA when FEATURES.IMAGE_ENCODER_PREC is "".
+    cfg_node = None  # TRAINER.<cfg_node>.PREC is the method's precision
+    closed_form = False
+    ignored_load_keys = ()
+    per_class_keys = ()
+    # Precision of the frozen image encoder on CUDA with PREC fp16 when
+    # FEATURES.IMAGE_ENCODER_PREC is "" (TaskRes casts its image encoder to fp32).
     reference_image_encoder_prec = "fp16"
 
     @classmethod
@@ -73,40 +95,78 @@ class Trainer:
     def check_cfg(self, cfg):
         """Trainer-specific config checks; raise ConfigError."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, models=None):
+        """`models`: a ModelCache shared by the runs of a sweep (None: load a private model)."""
         check_common_cfg(cfg)
         self.check_cfg(cfg)
         self.cfg = cfg
+        self.model_cache = models
         self.device = select_device(cfg)
+        self.prec = self._method_precision(cfg)
         self._models, self._optims, self._scheds = OrderedDict(), OrderedDict(), OrderedDict()
         self.start_epoch = self.epoch = 0
         self.max_epoch = int(cfg.OPTIM.MAX_EPOCH)
         self.output_dir = cfg.OUTPUT_DIR
         self.writer = None
         self.best_result = -float("inf")
-        self.dm = DataManager(cfg, self.device)
-        self.build_model()
-        self._set_image_encoder_precision()
-        encode = self.encode_images if self.consumes == "features" else None
-        self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity())
+        self.scaler = None
+        self._accum = 0
+        self.record = {}  # method values for results.json; see run_extras()
+        self.timer = record.PhaseTimer()
+        with self.timer("build"):
+            self.dm = DataManager(cfg, self.device)
+            self.build_model()
+            self._init_weights(cfg.MODEL.INIT_WEIGHTS)
+            encode = self.encode_images if self.consumes == "features" else None
+            self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity())
+        with self.timer("prepare"):
+            self.after_source()
         print("Loading evaluator: Classification")
         self.evaluator = Classification(self.dm.lab2cname, self.cfg.TEST.PER_CLASS_RESULT)
 
+    def after_source(self):
+        """Hook: runs once the feature source exists (`self.source.split_features`)."""
+
+    def fit(self):
+        """Closed-form methods (`closed_form = True`): fit the registered models."""
+        raise NotImplementedError(f"{type(self).__name__} sets closed_form but has no fit()")
+
+    def run_extras(self):
+        """Hook: plain values describing this run's method (alpha, base, ...) for results.json."""
+        return {}
+
+    # ---- precision ---------------------------------------------------------------------------
+    def _method_precision(self, cfg):
+        node = cfg.TRAINER.get(self.cfg_node) if self.cfg_node else None
+        prec = node.get("PREC", "fp16") if node is not None else "fp16"
+        if prec not in PRECISIONS:
+            raise ConfigError(f"TRAINER.{self.cfg_node}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}")
+        return prec
+
+    def autocast(self):
+        """The forward context of a step or an evaluation batch: autocast under PREC amp (fp16
+        on CUDA, bf16 on the CPU, where fp16 autocast is not supported), else nothing."""
+        if self.prec != "amp":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
     # ---- model helpers for method files ------------------------------------------------------
-    def load_clip(self):
+    def load_clip(self, private=False):
+        """The frozen CLIP in this method's precision: PREC fp16 keeps OpenAI's half weights on
+        CUDA (the image tower in `reference_image_encoder_prec` unless
+        FEATURES.IMAGE_ENCODER_PREC says otherwise); fp32 and amp load fp32 weights. The model
+        may be shared with other runs of a sweep: never modify it; a method that casts, patches
+        or masks the encoder passes `private=True` and gets its own copy."""
         cfg = self.cfg
         if not cfg.MODEL.BACKBONE.NAME:
             raise UserError("MODEL.BACKBONE.NAME is empty: set a CLIP name (e.g. RN50), a checkpoint path, "
                             "or an open_clip model:pretrained pair, in the config file or with --backbone")
-        prec = "fp16" if self.device.type == "cuda" else "fp32"
-        key = (cfg.MODEL.BACKBONE.NAME, str(self.device), prec, cfg.MODEL.BACKBONE.CACHE_DIR)
-        model = SHARED_MODELS.get(key) if SHARE_MODELS else None
-        if model is None:
-            model = clip.load(cfg.MODEL.BACKBONE.NAME, device=self.device, precision=prec,
-                              cache_dir=cfg.MODEL.BACKBONE.CACHE_DIR or None)
-            if SHARE_MODELS:
-                SHARED_MODELS[key] = model
-        self.clip_model = model
+        text_prec = "fp16" if self.prec == "fp16" else "fp32"
+        visual_prec = cfg.FEATURES.IMAGE_ENCODER_PREC or (
+            self.reference_image_encoder_prec if self.prec == "fp16" else "fp32")
+        self.clip_model = load_clip_model(cfg.MODEL.BACKBONE.NAME, self.device, text_prec, visual_prec,
+                                          cfg.MODEL.BACKBONE.CACHE_DIR, self.model_cache, private)
         self._fit_input_size(self.clip_model.input_resolution)
         return self.clip_model
 
@@ -125,16 +185,6 @@ class Trainer:
         self.cfg = cfg
         self.dm.set_cfg(cfg)
 
-    def _set_image_encoder_precision(self):
-        model = getattr(self, "clip_model", None)
-        if model is None or self.device.type != "cuda":
-            return
-        prec = self.cfg.FEATURES.IMAGE_ENCODER_PREC or self.reference_image_encoder_prec
-        if prec == "fp32":
-            model.visual.float()
-        # Convolutions (ResNet stems, ViT patch embedding) run faster on NHWC tensors on GPUs.
-        model.visual.to(memory_format=torch.channels_last)
-
     def _feature_identity(self):
         """What the cached features depend on besides the transform: weights and encoder dtype."""
         model = getattr(self, "clip_model", None)
@@ -150,31 +200,75 @@ class Trainer:
 
     def register_model(self, name, module, optim=None, sched=None, params=None):
         """Register a trainable module; builds the optimizer and the LR schedule from OPTIM
-        unless given. Only registered modules are saved, loaded and switched to train mode."""
+        unless given (closed-form methods get neither). Only registered modules are saved,
+        loaded and switched to train mode."""
         if name in self._models:
             raise KeyError(f"model {name!r} registered twice")
-        if optim is None:
+        if optim is None and not self.closed_form:
             trainable = params if params is not None else [p for p in module.parameters() if p.requires_grad]
             optim = build_optimizer(trainable, self.cfg.OPTIM)
-        if sched is None:
+        if sched is None and optim is not None:
             sched = EpochScheduler(optim, self.cfg.OPTIM)
         self._models[name], self._optims[name], self._scheds[name] = module, optim, sched
 
+    def _init_weights(self, path):
+        """MODEL.INIT_WEIGHTS: copy the entries of a checkpoint (or raw state dict) whose name and
+        shape match into the registered modules, as Dassl's load_pretrained_weights does."""
+        if not path:
+            return
+        state = ckpt.load_checkpoint(path, self.device)
+        state = ckpt.strip_module(state.get("state_dict", state) if isinstance(state, dict) else {})
+        for name, module in self._models.items():
+            own = module.state_dict()
+            matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+            if not matched:
+                raise UserError(f"MODEL.INIT_WEIGHTS {path}: no entry matches {name} by name and shape "
+                                f"(file keys: {', '.join(sorted(state)) or 'none'}; model keys: {', '.join(own)})")
+            own.update(matched)
+            module.load_state_dict(own)
+            discarded = sorted(set(state) - set(matched))
+            print(f"Initial weights of {name} loaded from {path} ({len(matched)} tensors)"
+                  + (f"; discarded: {', '.join(discarded)}" if discarded else ""))
+
+    def num_trainable_params(self):
+        return sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
+
     def get_current_lr(self):
-        return next(iter(self._optims.values())).param_groups[0]["lr"]
+        optim = next((o for o in self._optims.values() if o is not None), None)
+        return optim.param_groups[0]["lr"] if optim is not None else 0.0
 
     def set_model_mode(self, mode):
         for m in self._models.values():
             m.train(mode == "train")
 
     def model_backward_and_update(self, loss):
+        """zero_grad -> backward -> step, with the GradScaler under PREC amp on CUDA and
+        TRAIN.GRAD_ACCUM_STEPS micro-batches per step (the last batch of an epoch always steps)."""
         if not torch.isfinite(loss):
             raise FloatingPointError("Loss is infinite or NaN!")
-        for o in self._optims.values():
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        for o in self._optims.values():
-            o.step()
+        optims = [o for o in self._optims.values() if o is not None]
+        steps = max(1, int(self.cfg.TRAIN.GRAD_ACCUM_STEPS))
+        if self._accum == 0:
+            for o in optims:
+                o.zero_grad(set_to_none=True)
+        if steps > 1:
+            loss = loss / steps
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        self._accum += 1
+        last = getattr(self, "num_batches", None) is not None and self.batch_idx + 1 == self.num_batches
+        if self._accum < steps and not last:
+            return
+        self._accum = 0
+        for o in optims:
+            if self.scaler is not None:
+                self.scaler.step(o)
+            else:
+                o.step()
+        if self.scaler is not None:
+            self.scaler.update()
 
     def forward_backward(self, inputs, labels):
         logits = self.forward(inputs)
@@ -187,13 +281,29 @@ class Trainer:
 
     # ---- training loop -----------------------------------------------------------------------
     def train(self):
+        if self.closed_form:
+            return self._train_closed_form()
         self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.run_epoch()
-            self.after_epoch()
+        with self.timer("train"):
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self.run_epoch()
+                self.after_epoch()
         self.after_train()
 
+    def _train_closed_form(self):
+        self.time_start = time.time()
+        with self.timer("train"):
+            self.fit()
+        self.model_epoch = 0
+        self.save_model(-1, self.output_dir, model_name=FIT_FILE)
+        print("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            self.test()
+        print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - self.time_start))}")
+
     def before_train(self):
+        if self.prec == "amp" and self.device.type == "cuda":
+            self.scaler = torch.amp.GradScaler("cuda")
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
         if self.cfg.TRAIN.TENSORBOARD:
@@ -211,12 +321,14 @@ class Trainer:
         self.set_model_mode("train")
         meters = OrderedDict()
         batch_time, data_time = AverageMeter(), AverageMeter()
-        num_batches = self.source.num_train_batches()
+        num_batches = self.num_batches = self.source.num_train_batches()
         print_freq = self.cfg.TRAIN.PRINT_FREQ
+        self._accum = 0
         end = time.time()
         for self.batch_idx, (inputs, labels) in enumerate(self.source.train_batches()):
             data_time.update(time.time() - end)
-            summary = self.forward_backward(inputs, labels)
+            with self.autocast():
+                summary = self.forward_backward(inputs, labels)
             batch_time.update(time.time() - end)
             for k, v in summary.items():
                 meters.setdefault(k, AverageMeter()).update(v, labels.size(0))
@@ -237,7 +349,8 @@ class Trainer:
                 self.writer.add_scalar("train/lr", self.get_current_lr(), step)
             end = time.time()
         for s in self._scheds.values():  # the reference steps once per epoch, after the last batch
-            s.step()
+            if s is not None:
+                s.step()
 
     def after_epoch(self):
         last = self.epoch + 1 == self.max_epoch
@@ -280,8 +393,11 @@ class Trainer:
         if split == "val" and not self.dm.dataset.val:
             split = "test"
         print(f"Evaluate on the *{split}* set")
-        for inputs, labels in self.source.eval_batches(split):
-            self.evaluator.process(self.model_inference(inputs), labels)
+        with self.timer("test"):
+            for inputs, labels in self.source.eval_batches(split):
+                with self.autocast():
+                    logits = self.model_inference(inputs)
+                self.evaluator.process(logits.float(), labels)
         results = self.evaluator.evaluate()
         if self.writer is not None:
             for k, v in results.items():
@@ -291,23 +407,40 @@ class Trainer:
         return next(iter(results.values()))
 
     def write_results(self, split):
+        """results.json: the metrics, the run's identity, and the run record (full config,
+        method extras, timings, encoder throughput, peak memory, library versions)."""
         cfg = self.cfg
         out = dict(self.evaluator.summary)
         out.update(split=split, trainer=cfg.TRAINER.NAME, dataset=cfg.DATASET.NAME,
                    num_shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED, backbone=cfg.MODEL.BACKBONE.NAME,
                    epoch=getattr(self, "model_epoch", 0))
+        extras = {"num_trainable_params": self.num_trainable_params(), "precision": self.prec,
+                  "features_mode": cfg.FEATURES.MODE, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES}
+        extras.update(self.record)
+        extras.update(self.run_extras())
+        out["extras"] = record.plain(extras)
+        out["timing"] = self.timer.seconds()
+        out["encoder"] = self.source.stats() if hasattr(self.source, "stats") else {}
+        out["peak_memory_mb"] = record.peak_memory_mb(self.device)
+        out["versions"] = record.versions()
+        out["config"] = record.config_dict(cfg)
         save_json(out, os.path.join(self.output_dir, "results.json"))
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
         for name, module in self._models.items():
+            optim, sched = self._optims[name], self._scheds[name]
             state = {
                 "state_dict": ckpt.strip_module(module.state_dict()),
                 "epoch": epoch + 1,
-                "optimizer": self._optims[name].state_dict(),
-                "scheduler": self._scheds[name].state_dict(),
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": val_result,
+                # Which classes the per-class rows belong to (base-to-new evaluation).
+                "classnames": list(self.dm.classnames),
             }
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
             state.update(self.checkpoint_extras(name))
             if with_rng:
                 state["rng"] = ckpt.rng_state()
@@ -328,12 +461,16 @@ class Trainer:
         for name, path in paths.items():
             print(f'Loading checkpoint from "{path}"')
             state = ckpt.load_checkpoint(path, self.device)
-            self._models[name].load_state_dict(state["state_dict"])
+            self._load_state(name, self._models[name], ckpt.strip_module(state["state_dict"]), path)
             print("Loaded model weights")
-            self._optims[name].load_state_dict(state["optimizer"])
-            print("Loaded optimizer")
-            self._scheds[name].load_state_dict(state["scheduler"])
-            print("Loaded scheduler")
+            if self._optims[name] is not None and state.get("optimizer"):
+                self._optims[name].load_state_dict(state["optimizer"])
+                print("Loaded optimizer")
+            if self._scheds[name] is not None and state.get("scheduler"):
+                self._scheds[name].load_state_dict(state["scheduler"])
+                print("Loaded scheduler")
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             if "rng" in state:
                 ckpt.set_rng_state(state["rng"])
             start = self.model_epoch = state["epoch"]
@@ -355,9 +492,12 @@ class Trainer:
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name, module in self._models.items():
+            filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
             path = os.path.join(directory, name, filename)
+            if epoch is None and not os.path.isfile(path):
+                # No best-val model: a closed-form fit, or whatever the `checkpoint` file names.
+                path = ckpt.read_pointer(directory, name) or path
             if not os.path.isfile(path):
                 hint = ""
                 folder = os.path.join(directory, name)
@@ -369,15 +509,33 @@ class Trainer:
                 raise UserError(f'Model not found at "{path}".{hint}')
             state = ckpt.load_checkpoint(path, self.device)
             self.check_loaded(name, state)
-            state_dict = self.adapt_loaded_state(name, ckpt.strip_module(state["state_dict"]))
+            state_dict = ckpt.strip_module(state["state_dict"])
+            state_dict = self._remap_classes(name, module, state_dict, state.get("classnames"))
+            state_dict = self.adapt_loaded_state(name, state_dict)
             self.model_epoch = state.get("epoch", 0)
             print(f'Loading weights to {name} from "{path}" (epoch = {self.model_epoch})')
             self._load_state(name, module, state_dict, path)
 
-    @staticmethod
-    def _load_state(name, module, state_dict, path):
+    def _remap_classes(self, name, module, state_dict, trained_classnames):
+        """A checkpoint trained on other classes (base -> new): rows of `per_class_keys` follow
+        the class names; classes never trained on keep the freshly built rows (zero-shot)."""
+        current = list(self.dm.classnames)
+        if not self.per_class_keys or trained_classnames is None or list(trained_classnames) == current:
+            return state_dict
+        if getattr(self.dm.dataset, "class_indices_1k", None) is not None:
+            return state_dict  # ImageNet-A/R: the method slices the 1000 ImageNet rows itself
+        state_dict, unseen = remap_class_rows(state_dict, module.state_dict(), self.per_class_keys,
+                                              list(trained_classnames), current)
+        print(f"{len(unseen)} of {len(current)} classes were not seen in training; their rows of "
+              f"{', '.join(self.per_class_keys)} come from the zero-shot classifier")
+        self.record["unseen_classes_zeroshot"] = len(unseen)
+        return state_dict
+
+    def _load_state(self, name, module, state_dict, path):
         own = module.state_dict()
-        missing = [k for k in own if k not in state_dict]
+        ignored = set(self.ignored_load_keys)
+        state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
+        missing = [k for k in own if k not in state_dict and k not in ignored]
         unexpected = [k for k in state_dict if k not in own]
         shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
@@ -388,4 +546,4 @@ class Trainer:
                                           unexpected and f"unexpected keys {unexpected}",
                                           shapes and "shape mismatch " + ", ".join(shapes)]))
                 + ". Was it trained on another dataset (class count) or backbone?")
-        module.load_state_dict(state_dict)
+        module.load_state_dict(state_dict, strict=not ignored)

@@ -200,7 +200,8 @@ def test_zeroshot_script(fake):
 
 
 def all_yaml():
-    return sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+    return sorted(glob.glob(os.path.join(REPO, "configs", "datasets", "*.yaml"))
+                  + glob.glob(os.path.join(REPO, "configs", "trainers", "**", "*.yaml"), recursive=True))
 
 
 def test_expected_config_files_exist():
@@ -219,10 +220,15 @@ def test_expected_config_files_exist():
 
 @pytest.mark.parametrize("path", all_yaml(), ids=lambda p: os.path.relpath(p, REPO))
 def test_yaml_merges_into_defaults(path):
-    from engine.config import get_cfg_default
+    import trainers  # noqa: F401  (registers every trainer)
+    from engine.config import check_inert_keys, get_cfg_default
+    from engine.registry import TRAINER_REGISTRY
 
     cfg = get_cfg_default()
+    for _, trainer in TRAINER_REGISTRY.items():
+        trainer.extend_cfg(cfg)
     cfg.merge_from_file(path)
+    check_inert_keys(cfg)
 
 
 DATASET_NAMES = {

@@ -6,7 +6,7 @@ import pytest
 
 import clip
 import sweep
-from engine import trainer as engine_trainer
+from engine.recipes import recipe
 
 
 @pytest.fixture()
@@ -21,7 +21,6 @@ def test_sweep_runs_grid_in_one_process_and_skips_finished(data_root, tiny_clip_
     loads = []
     real_load = clip.load
     monkeypatch.setattr(clip, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    monkeypatch.setattr(engine_trainer, "SHARED_MODELS", {})
     out = str(tmp_path / "out")
     argv = ["--shots", "1", "2", "--seeds", "1", "2", "--alphas", "0.5", "1.0", "--root", data_root,
             "--trainer", "TaskRes", "--dataset-config-file", "configs/datasets/eurosat.yaml",
@@ -44,7 +43,12 @@ def test_sweep_runs_grid_in_one_process_and_skips_finished(data_root, tiny_clip_
     assert all(os.path.getmtime(os.path.join(r, "log.txt")) == m for r, m in mtimes.items())
 
 
-def test_paper_recipe_per_dataset_and_shots():
-    assert sweep.paper_recipe("EuroSAT", 4) == ("configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml", 0.5)
-    assert sweep.paper_recipe("ImageNet", 16) == ("configs/trainers/TaskRes/adam_lr2e-4_B256_ep200.yaml", 0.5)
-    assert sweep.paper_recipe("OxfordFlowers", 8)[1] == 1.0
+def test_taskres_recipe_table_per_dataset_and_shots():
+    r = recipe("TaskRes", "EuroSAT", 4)
+    assert (r.config, r.opts) == ("configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml",
+                                  {"TRAINER.TaskRes.RESIDUAL_SCALE": 0.5})
+    assert recipe("TaskRes", "imagenet", 16).cfg == "adam_lr2e-4_B256_ep200"
+    assert recipe("TaskRes", "OxfordFlowers", 8).opts["TRAINER.TaskRes.RESIDUAL_SCALE"] == 1.0
+    for stem in ("caltech101", "dtd", "eurosat"):  # every recipe names an existing config file
+        for k in (1, 2, 4, 8, 16):
+            assert os.path.isfile(recipe("TaskRes", stem, k).config)

@@ -1,2 +1,12 @@
-"""One module per method; importing this package registers every trainer."""
-from . import taskres, taskres_enhanced_base, zsclip  # noqa: F401
+"""One module per method; importing this package registers every trainer.
+
+Every module in this folder is imported, so a trainer file copied here (ours, or one written
+for Dassl, see docs/dassl_compat.md) is available to `train.py --trainer NAME` without edits.
+Modules whose name starts with `_` are skipped.
+"""
+import importlib
+import pkgutil
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")

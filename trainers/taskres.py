@@ -114,7 +114,10 @@ class TaskResLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class TaskRes(Trainer):
+    cfg_node = "TaskRes"
     reference_image_encoder_prec = "fp32"
+    # Base-to-new: classes never trained on keep their base row with a zero residual.
+    per_class_keys = ("base_text_features", "text_feature_residuals")
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -137,17 +140,14 @@ class TaskRes(Trainer):
             cfg.TRAINER.COCOOP.PREC = "fp16"
 
     def check_cfg(self, cfg):
-        if cfg.TRAINER.TaskRes.PREC not in ("fp16", "fp32", "amp"):
-            raise ConfigError(f"TRAINER.TaskRes.PREC must be fp16, fp32 or amp, got {cfg.TRAINER.TaskRes.PREC!r}")
         if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:
             raise ConfigError(f"TRAINER.TaskRes.VARIANT must be one of {', '.join(VARIANTS)}, "
                               f"got {cfg.TRAINER.TaskRes.VARIANT!r}")
 
     def build_model(self):
         cfg = self.cfg.TRAINER.TaskRes
+        # PREC fp32/amp: the engine loads fp32 weights (the reference casts with .float()).
         clip_model = self.load_clip()
-        if cfg.PREC in ("fp32", "amp"):
-            clip_model.float()
         print("Building custom CLIP")
         text_encoder = clip.TextEncoder(clip_model)
         if cfg.ENHANCED_BASE.lower() == "none":
@@ -171,6 +171,13 @@ class TaskRes(Trainer):
 
     def checkpoint_extras(self, name):
         return {"residual_scale": float(self.learner.alpha)}
+
+    def run_extras(self):
+        cfg = self.cfg.TRAINER.TaskRes
+        base = "regular" if cfg.ENHANCED_BASE.lower() == "none" else "enhanced"
+        return {"alpha": float(self.learner.alpha), "base": base,
+                "base_file": None if base == "regular" else os.path.abspath(cfg.ENHANCED_BASE),
+                "variant": cfg.VARIANT}
 
     def check_loaded(self, name, checkpoint):
         # The reference keeps alpha only in the config, so evaluating with another alpha than

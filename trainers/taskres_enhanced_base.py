@@ -32,6 +32,7 @@ STRONG_BASE_FILE = "strong_base.pth.tar"
 
 @TRAINER_REGISTRY.register()
 class TaskResEnhancedBase(Trainer):
+    cfg_node = "TaskRes"
     reference_image_encoder_prec = "fp32"
 
     def build_model(self):

@@ -4,21 +4,20 @@ import torch
 import clip
 
 
-# (weights objects, prompts) -> features. The key holds the weight tensors themselves, so the
-# cache lives as long as they do and an id is never confused with a later object's.
-_CACHE = {}
-
-
 def encode_prompts(text_encoder, classnames, templates, chunk=1024, pooled=False):
     """Cached per (text weights, templates, class names, pooled): runs that share a loaded CLIP
-    in one process (a sweep) compute each classifier once."""
+    in one process (a sweep) compute each classifier once. The cache lives on the transformer
+    module, so it goes away with the model; the key holds the ids of the transformer and the
+    projection, and a hit is checked against the objects themselves, so a copied or re-projected
+    encoder (an enhanced base) never reads another encoder's features."""
+    store = text_encoder.transformer.__dict__.setdefault("_prompt_features", {})
     key = (id(text_encoder.transformer), id(text_encoder.text_projection), text_encoder.dtype,
            tuple(classnames), tuple(templates), pooled)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is text_encoder.transformer and hit[1] is text_encoder.text_projection:
-        return hit[2]
+    hit = store.get(key)
+    if hit is not None and hit[0] is text_encoder.text_projection:
+        return hit[1]
     feats = _encode_prompts(text_encoder, classnames, templates, chunk, pooled)
-    _CACHE[key] = (text_encoder.transformer, text_encoder.text_projection, feats)
+    store[key] = (text_encoder.text_projection, feats)
     return feats
 
 

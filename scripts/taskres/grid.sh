@@ -1,9 +1,8 @@
 # Helpers shared by train_regular.sh, train_enhance.sh, enhance_base.sh and zeroshot_all.sh.
 # Source it (`. scripts/taskres/grid.sh`); it defines functions and constants and runs nothing.
 #
-# The paper's grid (taskres-reference §3.1): 11 datasets x 1/2/4/8/16 shots, RN50,
-# alpha 0.5 (1.0 for oxford_flowers), 100 epochs for 1/2/4 shots and 200 for 8/16,
-# lr 2e-3 (2e-4 for ImageNet).
+# The paper's grid: 11 datasets x 1/2/4/8/16 shots, RN50; the per-(dataset, shots) config and
+# alpha come from the TaskRes table in configs/recipes.yaml (python -m engine.recipes).
 
 GRID_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 GRID_SHOTS="1 2 4 8 16"
@@ -19,18 +18,16 @@ grid_from_caller() {
     esac
 }
 
+grid_recipe() {  # METHOD DATASET SHOTS FIELD -> one field of the method's recipe table
+    (cd "$GRID_REPO" && "${PYTHON:-python}" -m engine.recipes "$1" "$2" "$3" --get "$4")
+}
+
 grid_alpha() {  # DATASET -> residual scale
-    case $1 in
-        oxford_flowers) echo 1.0 ;;
-        *) echo 0.5 ;;
-    esac
+    grid_recipe TaskRes "$1" 16 TRAINER.TaskRes.RESIDUAL_SCALE
 }
 
 grid_cfg() {  # DATASET SHOTS -> name of a configs/trainers/TaskRes/ file
-    local lr=2e-3 ep=200
-    if [ "$1" = imagenet ]; then lr=2e-4; fi
-    if [ "$2" -le 4 ]; then ep=100; fi
-    echo "adam_lr${lr}_B256_ep${ep}"
+    grid_recipe TaskRes "$1" "$2" cfg
 }
 
 # DATASET.NAME of configs/datasets/DATASET.yaml (the class name used by strong_base/).

@@ -1,0 +1,52 @@
+"""Loaded CLIP models, shared read-only between the runs of one sweep.
+
+A sweep owns a `ModelCache` and hands it to each run; a single `train.py` run has none and
+loads its own model. The cache key holds everything that changes the weights or their dtype
+(backbone, device, text and image tower precision, weight folder), so a run that needs the
+image tower in fp32 gets its own entry instead of casting another run's model. A method that
+patches or masks the encoder asks for a private copy (`private=True`), which is never cached.
+"""
+import copy
+
+import torch
+
+import clip
+
+
+def _load(name, device, text_prec, visual_prec, cache_dir):
+    model = clip.load(name, device=device, precision=text_prec, cache_dir=cache_dir or None)
+    if device.type == "cuda":
+        if visual_prec == "fp32":
+            model.visual.float()
+        # Convolutions (ResNet stems, ViT patch embedding) run faster on NHWC tensors on GPUs.
+        model.visual.to(memory_format=torch.channels_last)
+    return model
+
+
+class ModelCache:
+    def __init__(self):
+        self._models = {}
+
+    def __len__(self):
+        return len(self._models)
+
+    def get(self, key):
+        if key not in self._models:
+            self._models[key] = _load(*key)
+        return self._models[key]
+
+    def clear(self):
+        self._models.clear()
+
+
+def load_clip_model(name, device, text_prec, visual_prec, cache_dir="", cache=None, private=False):
+    """A frozen CLIP with the text tower in `text_prec` and the image tower in `visual_prec`
+    (both "fp32" off CUDA). With a cache, the shared model is returned unless `private`, in
+    which case the caller gets a deep copy it may cast, patch or mask freely."""
+    if device.type != "cuda":
+        text_prec = visual_prec = "fp32"
+    key = (name, device, text_prec, visual_prec, cache_dir)
+    if cache is None:
+        return _load(*key)
+    model = cache.get(key)
+    return copy.deepcopy(model) if private else model

@@ -1,0 +1,65 @@
+"""What a run's results.json records besides its metrics: timings per phase, peak memory,
+library versions and the full frozen config, as plain JSON values."""
+import contextlib
+import platform
+import resource
+import sys
+import time
+from importlib import metadata
+
+import torch
+import yaml
+
+
+class PhaseTimer:
+    """Wall-clock seconds per named phase (build, prepare, train, test); phases add up."""
+
+    def __init__(self):
+        self._seconds = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[phase] = self._seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def seconds(self):
+        return {k: round(v, 3) for k, v in self._seconds.items()}
+
+
+def peak_memory_mb(device):
+    """Peak accelerator memory on CUDA, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def versions():
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("torchvision", "open_clip_torch", "numpy", "yacs"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def config_dict(cfg):
+    """The frozen config as nested plain dicts (tuples become lists)."""
+    return yaml.safe_load(cfg.dump())
+
+
+def plain(value):
+    """JSON-safe copy: tensors and numpy scalars become numbers or lists."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    return value
