@@ -34,32 +34,16 @@ DATA=${6:-${DATA:-}}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
 BACKBONE=${BACKBONE:-}
-read -r -a PY <<< "${PYTHON:-python}"
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-CALLER=$(pwd -P)
-
-# Relative paths given by the caller are relative to where the script was started; the script
-# itself runs train.py from the repository root.
-from_caller() {
-    case $1 in
-        /*) printf '%s\n' "$1" ;;
-        *) if [ "$CALLER" = "$REPO" ]; then printf '%s\n' "$1"; else printf '%s\n' "$CALLER/$1"; fi ;;
-    esac
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 if [ -z "$DATA" ]; then
     echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 6th argument" >&2
     usage
     exit 2
 fi
-DATA=$(from_caller "$DATA")
+DATA=$(require_data "$DATA") || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
-if [ ! -d "$DATA" ]; then
-    echo "error: dataset root $DATA is not a folder" >&2
-    exit 2
-fi
 if [ "$ENHANCE" = "none" ]; then
     BASE=regular
 else
@@ -71,55 +55,23 @@ else
     fi
 fi
 
-cd "$REPO"
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/TaskRes/${CFG}.yaml
-for f in "$DATASET_CFG" "$TRAINER_CFG"; do
-    if [ ! -f "$f" ]; then
-        echo "error: $f not found; available: $(cd "$(dirname "$f")" && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
-        exit 2
-    fi
-done
+require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
 # A backbone override gets its own folder so that it never mixes with the config's backbone.
 CFG_TAG=$CFG
 OPTS=(DATASET.NUM_SHOTS "$SHOTS" TRAINER.TaskRes.RESIDUAL_SCALE "$SCALE")
 if [ -n "$BACKBONE" ]; then
-    BB_TAG=$(printf '%s' "$BACKBONE" | tr -c 'A-Za-z0-9._:+-' '-' | sed 's/^-*//')
-    CFG_TAG=${CFG}-${BB_TAG}
+    CFG_TAG=${CFG}-$(backbone_tag "$BACKBONE")
     OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
 fi
 
-# A run is finished when it wrote results.json, or when one of its logs has the "=> result"
-# block after "Finish training". Anything else (no folder, a killed run) is (re)started;
-# train.py resumes from the checkpoint in the folder.
-finished() {
-    local dir=$1 log
-    [ -f "$dir/results.json" ] && return 0
-    for log in "$dir"/log.txt "$dir"/log.txt-*; do
-        [ -f "$log" ] || continue
-        if awk '{ sub(/\r$/, ""); gsub(/^[ \t]+|[ \t]+$/, "") }
-                $0 == "Finish training" { trained = 1 }
-                trained && $0 == "=> result" { ok = 1 }
-                END { exit ok ? 0 : 1 }' "$log"; then
-            return 0
-        fi
-    done
-    return 1
-}
-
+# A finished seed (results.json, or a log with the final result) is skipped; anything else is
+# (re)started and train.py resumes from the checkpoint in the folder.
 for SEED in $SEEDS; do
     DIR=${OUTPUT}/${DATASET}/TaskRes/${CFG_TAG}_${SHOTS}shots/base_${BASE}_alpha${SCALE}/seed${SEED}
-    if finished "$DIR"; then
-        echo "Skip: finished run at ${DIR}"
-        continue
-    fi
-    if [ -d "$DIR" ]; then
-        echo "Resume: ${DIR} has no final result, running it again"
-    else
-        echo "Run: ${DIR}"
-    fi
-    "${PY[@]}" train.py \
+    run_train "$DIR" \
         --root "$DATA" \
         --seed "$SEED" \
         --trainer TaskRes \
