@@ -36,7 +36,8 @@ from engine.recipes import RecipeError, dataset_stem, recipe
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="python sweep.py --shots K [K ...] --seeds S [S ...] [options] TRAIN.PY ARGS")
+                                usage="python sweep.py --shots K [K ...] --seeds S [S ...] [options] TRAIN.PY ARGS",
+                                allow_abbrev=False)  # train.py's --seed is not --seeds
     p.add_argument("--shots", type=int, nargs="+", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",

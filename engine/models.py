@@ -12,9 +12,18 @@ import torch
 
 import clip
 
+from .checkpoint import rng_state, set_rng_state
+
 
 def _load(name, device, text_prec, visual_prec, cache_dir):
-    model = clip.load(name, device=device, precision=text_prec, cache_dir=cache_dir or None)
+    # Building the architecture initialises random weights before the real ones are copied in;
+    # that must not advance the run's RNG, or a run's shuffles would depend on whether its model
+    # came from a cache (a sweep), on the weight source and on open_clip's init code.
+    state = rng_state()
+    try:
+        model = clip.load(name, device=device, precision=text_prec, cache_dir=cache_dir or None)
+    finally:
+        set_rng_state(state)
     if device.type == "cuda":
         if visual_prec == "fp32":
             model.visual.float()

@@ -9,12 +9,13 @@ class Registry:
         self.kind = kind
         self._items = {}
 
-    def register(self, obj=None, name=None):
-        """Use as `@REG.register()` or `REG.register(obj)`; the key is the class name."""
+    def register(self, obj=None, name=None, force=False):
+        """Use as `@REG.register()` or `REG.register(obj)`; the key is the class name.
+        `force` replaces an entry of the same name (as Dassl's registry allows)."""
 
         def add(o):
             key = name or o.__name__
-            if key in self._items and self._items[key] is not o:
+            if key in self._items and self._items[key] is not o and not force:
                 raise KeyError(f"{self.kind} {key!r} is registered twice")
             self._items[key] = o
             return o

@@ -118,7 +118,16 @@ class Trainer:
             self.build_model()
             self._init_weights(cfg.MODEL.INIT_WEIGHTS)
             encode = self.encode_images if self.consumes == "features" else None
-            self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity())
+            if encode is not None and getattr(self, "private_clip", False) and cfg.FEATURES.MODE == "cached":
+                # Its encoder is not the released weights: stored features would be wrong for others.
+                print("FEATURES.MODE cached: this method modifies its own copy of the encoder, so its "
+                      "features are encoded for this run only, not stored")
+                encode_cfg = cfg.clone()
+                encode_cfg.defrost()
+                encode_cfg.FEATURES.MODE = "online"
+                self.source = build_source(encode_cfg, self.dm, encode, self.device)
+            else:
+                self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity())
         with self.timer("prepare"):
             self.after_source()
         print("Loading evaluator: Classification")
@@ -167,6 +176,7 @@ class Trainer:
             self.reference_image_encoder_prec if self.prec == "fp16" else "fp32")
         self.clip_model = load_clip_model(cfg.MODEL.BACKBONE.NAME, self.device, text_prec, visual_prec,
                                           cfg.MODEL.BACKBONE.CACHE_DIR, self.model_cache, private)
+        self.private_clip = private
         self._fit_input_size(self.clip_model.input_resolution)
         return self.clip_model
 
