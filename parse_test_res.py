@@ -1,7 +1,7 @@
 """Average test results over seeds (CoOp-compatible command line and output).
 
     python parse_test_res.py DIRECTORY [--ci95] [--test-log] [--multi-exp] [--keyword accuracy]
-                                       [--from-log] [--table]
+                                       [--from-log] [--table] [--base2new]
 
 DIRECTORY holds one folder per run (usually seed1, seed2, seed3). For every run the value of
 `* <keyword>: X%` after the end-signal line of its log is printed, then the mean and the
@@ -12,6 +12,7 @@ Examples:
     python parse_test_res.py output/imagenetv2/TaskRes/generalization_rn50 --test-log
     python parse_test_res.py output/caltech101/TaskRes --multi-exp
     python parse_test_res.py output --table
+    python parse_test_res.py output/base2new --base2new
 
 Differences from CoOp's script, none of which changes the output of a complete run folder
 whose only log is log.txt and which has no results.json:
@@ -22,6 +23,9 @@ whose only log is log.txt and which has no results.json:
   * a `results.json` next to the log supplies the full-precision value (the log prints one
     decimal); --from-log turns this off;
   * --table prints one mean +- std row per experiment for a whole tree of runs;
+  * --base2new pairs every experiment under DIRECTORY/train_base with the same path under
+    DIRECTORY/test_new (CoCoOp's layout) and prints base, new and their harmonic mean, computed
+    from the seed-averaged accuracies, plus the average over all pairs;
   * the exit status is 1 when nothing could be parsed, 2 when DIRECTORY is not a folder.
 """
 import argparse
@@ -278,6 +282,46 @@ def print_table(root, keyword="accuracy", test_log=False, ci95=False, from_log=F
     return summaries
 
 
+def harmonic_mean(base, new):
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def print_base_to_new(root, keyword="accuracy", ci95=False, from_log=False, out=None, err=None):
+    """Rows (name, base, new, hm) for each experiment present under both train_base/ and
+    test_new/ (the new-class runs are evaluation-only: their logs are read after "=> result")."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    base_root, new_root = os.path.join(root, "train_base"), os.path.join(root, "test_new")
+    for folder in (base_root, new_root):
+        if not os.path.isdir(folder):
+            print(f"error: {folder} is not a folder (expected CoCoOp's base-to-new layout: "
+                  f"{root}/train_base/... and {root}/test_new/...)", file=err)
+            return None
+    rows = []
+    for exp in find_experiments(base_root):
+        name = os.path.relpath(exp, base_root)
+        other = os.path.join(new_root, name)
+        if not os.path.isdir(other):
+            print(f"skip {name}: no {other}", file=err)
+            continue
+        base = collect(exp, keyword, False, ci95, from_log)
+        new = collect(other, keyword, True, ci95, from_log)
+        _report_notes(base, err)
+        _report_notes(new, err)
+        if base.runs and new.runs:
+            rows.append((name, base.mean, new.mean, harmonic_mean(base.mean, new.mean)))
+    if not rows:
+        return rows
+    width = max(len("experiment"), *(len(r[0]) for r in rows), len("average"))
+    print(f"{'experiment':<{width}}  {'base':>6}  {'new':>6}  {'HM':>6}", file=out)
+    for name, b, n, h in rows:
+        print(f"{name:<{width}}  {b:>6.2f}  {n:>6.2f}  {h:>6.2f}", file=out)
+    if len(rows) > 1:
+        b, n = float(np.mean([r[1] for r in rows])), float(np.mean([r[2] for r in rows]))
+        print(f"{'average':<{width}}  {b:>6.2f}  {n:>6.2f}  {harmonic_mean(b, n):>6.2f}", file=out)
+    return rows
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description=(
@@ -310,6 +354,9 @@ def build_parser():
                       help="find every experiment under DIRECTORY (a folder with run folders: folders "
                            "with a log or results.json, or named seed<N>) and print one row per "
                            "experiment: number of runs, mean, std (or ci95)")
+    mode.add_argument("--base2new", action="store_true",
+                      help="DIRECTORY holds train_base/ and test_new/ trees (CoCoOp's layout): print base, "
+                           "new and harmonic mean per experiment and on average")
     parser.add_argument("--keyword", default="accuracy", type=str,
                         help="metric to parse: accuracy (default), error, macro_f1")
     parser.add_argument("--from-log", action="store_true",
@@ -326,6 +373,16 @@ def main(argv=None, out=None, err=None):
     if not os.path.isdir(root):
         print(f"error: {root} is not a folder", file=err)
         return 2
+
+    if args.base2new:
+        rows = print_base_to_new(root, args.keyword, args.ci95, args.from_log, out=out, err=err)
+        if rows is None:
+            return 2
+        if not rows:
+            out.flush()
+            print(f"error: no experiment has results in both {root}/train_base and {root}/test_new", file=err)
+            return 1
+        return 0
 
     if args.table:
         if not print_table(root, out=out, err=err, **opts):

@@ -175,6 +175,8 @@ def build_and_run(args, cfg, trainer_cls, models=None):
     print_args(args, cfg)
     print(f"Loading trainer: {cfg.TRAINER.NAME}")
     trainer = trainer_cls(cfg, models=models)
+    trainer.record.update(config_file=args.config_file or None, eval_only=bool(args.eval_only),
+                          model_dir=args.model_dir or None)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

@@ -40,6 +40,8 @@ def curve_table(runs, with_alpha=False, methods=None):
     for run in runs:
         if run.shots is None or not run.dataset or run.is_zero_shot:
             continue
+        if run.eval_only:  # an evaluation of a checkpoint trained elsewhere (DG, base-to-new)
+            continue
         method = run.method(with_alpha)
         if methods and method not in methods:
             continue

@@ -81,6 +81,7 @@ class Run:
     alpha: Optional[float] = None  # TaskRes residual scale
     config: Optional[str] = None  # trainer config name, e.g. adam_lr2e-3_B256_ep200
     results: Dict = field(default_factory=dict)
+    eval_only: bool = False  # an evaluation of a checkpoint (recorded by train.py), not a training run
 
     @property
     def is_zero_shot(self):
@@ -206,8 +207,14 @@ def read_run(run_dir):
         shots = int(shots_dir.group("shots"))
     run.shots = int(shots) if shots is not None and shots > 0 else None
 
-    # config
-    if shots_dir:
+    extras = results.get("extras") if isinstance(results.get("extras"), dict) else {}
+    run.eval_only = bool(extras.get("eval_only", False))
+
+    # config: the recorded config file, else the folder names
+    config_file = extras.get("config_file")
+    if isinstance(config_file, str) and config_file:
+        run.config = os.path.splitext(os.path.basename(config_file))[0]
+    elif shots_dir:
         run.config = shots_dir.group("cfg")
     elif trainer in parts and parts.index(trainer) + 1 < len(parts) - 1:
         run.config = parts[parts.index(trainer) + 1]
@@ -215,9 +222,11 @@ def read_run(run_dir):
     backbone = results.get("backbone")
     run.backbone = backbone if isinstance(backbone, str) and backbone else from_log("backbone")
 
-    # TaskRes base and alpha
+    # TaskRes base and alpha: recorded, else the folder names, else the log
     base_dir = next((m for m in map(_BASE_DIR.match, reversed(parts)) if m), None)
-    if base_dir:
+    if isinstance(extras.get("base"), str) and _number(extras.get("alpha")) is not None:
+        run.base, run.alpha = extras["base"], float(extras["alpha"])
+    elif base_dir:
         run.base = base_dir.group("base")
         run.alpha = float(base_dir.group("alpha"))
     elif trainer == "TaskRes":

@@ -1,0 +1,190 @@
+"""Comparison tables across methods, from the runs' results.json.
+
+    python -m analysis.compare output [more roots] --out table.md [--csv table.csv] [--figure curves.png]
+
+Few-shot: one table per dataset (plus the average over datasets when there are several):
+a row per method, a column per shot count, `mean ± std` over seeds; zero-shot CLIP appears as a
+row with the same value in every column. Base-to-new (runs with DATASET.SUBSAMPLE_CLASSES base
+and new): base, new and their harmonic mean per method and dataset, computed from the
+seed-averaged accuracies as CoCoOp reports them, plus the average over datasets.
+Methods are told apart by what the runs recorded (trainer, TaskRes base, backbone, and a
+selection made on the test split), never by folder names.
+"""
+import argparse
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from .curves import AVERAGE, AnalysisError, average_table, curve_table, dataset_order, plot
+from .output import write_csv
+from .runs import display_name, find_runs
+
+CSV_FIELDS = ["table", "dataset", "method", "shots", "n", "mean", "std", "seeds"]
+
+
+def _cell(mean, std, n):
+    if n == 0:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def _subsample(run):
+    extras = run.results.get("extras") or {}
+    value = extras.get("subsample_classes")
+    if value is None:
+        value = ((run.results.get("config") or {}).get("DATASET") or {}).get("SUBSAMPLE_CLASSES", "all")
+    return value or "all"
+
+
+def zero_shot_rows(runs):
+    """One row per (dataset, zero-shot trainer) over the full class set."""
+    by = defaultdict(list)
+    for run in runs:
+        if run.is_zero_shot and run.dataset and _subsample(run) == "all":
+            by[(run.dataset, run.method())].append(run.accuracy)
+    return [{"dataset": d, "method": m, "shots": 0, "n": len(v), "mean": float(np.mean(v)),
+             "std": float(np.std(v)), "seeds": "", "values": dict(enumerate(v))} for (d, m), v in by.items()]
+
+
+def few_shot_tables(runs):
+    """(rows, datasets): curve rows (per dataset and the average) and the datasets they cover."""
+    runs = [r for r in runs if _subsample(r) == "all"]
+    rows = curve_table(runs)
+    datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
+    if len(datasets) > 1:
+        rows += average_table(rows, datasets, warn=False)
+    zs = zero_shot_rows(runs)
+    if len(datasets) > 1:
+        by_method = defaultdict(dict)
+        for row in zs:
+            by_method[row["method"]][row["dataset"]] = row["mean"]
+        for method, per in by_method.items():
+            if all(d in per for d in datasets):
+                zs.append({"dataset": AVERAGE, "method": method, "shots": 0, "n": 1,
+                           "mean": float(np.mean([per[d] for d in datasets])), "std": 0.0, "seeds": "", "values": {}})
+    return rows + zs, datasets
+
+
+def markdown_few_shot(rows, datasets):
+    out = []
+    for dataset in datasets + ([AVERAGE] if len(datasets) > 1 else []):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        if not mine:
+            continue
+        shots = sorted({r["shots"] for r in mine if r["shots"] > 0})
+        title = f"Average over {len(datasets)} datasets" if dataset == AVERAGE else display_name(dataset)
+        out += [f"### {title}", "", "| Method | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
+                "|---|" + "---:|" * len(shots)]
+        methods = sorted({r["method"] for r in mine}, key=lambda m: (not any(
+            r["shots"] == 0 for r in mine if r["method"] == m), m))
+        for method in methods:
+            cells = []
+            for k in shots:
+                hit = [r for r in mine if r["method"] == method and r["shots"] in (k, 0)]
+                cells.append(_cell(hit[0]["mean"], hit[0]["std"], hit[0]["n"]) if hit else "–")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def harmonic_mean(a, b):
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def base_to_new_rows(runs):
+    """Per (dataset, method, shots): base and new accuracy (mean over seeds) and their HM."""
+    acc = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        part = _subsample(run)
+        if part not in ("base", "new") or not run.dataset:
+            continue
+        seed = run.seed if run.seed is not None else run.path
+        acc[(run.dataset, run.method(), run.shots or 0)][part][seed] = run.accuracy
+    rows = []
+    for (dataset, method, shots), parts in acc.items():
+        if "base" not in parts or "new" not in parts:
+            continue
+        base, new = float(np.mean(list(parts["base"].values()))), float(np.mean(list(parts["new"].values())))
+        rows.append({"dataset": dataset, "method": method, "shots": shots, "base": base, "new": new,
+                     "hm": harmonic_mean(base, new), "n_base": len(parts["base"]), "n_new": len(parts["new"])})
+    datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
+    if len(datasets) > 1:
+        by = defaultdict(dict)
+        for r in rows:
+            by[(r["method"], r["shots"])][r["dataset"]] = r
+        for (method, shots), per in by.items():
+            if all(d in per for d in datasets):
+                base = float(np.mean([per[d]["base"] for d in datasets]))
+                new = float(np.mean([per[d]["new"] for d in datasets]))
+                rows.append({"dataset": AVERAGE, "method": method, "shots": shots, "base": base, "new": new,
+                             "hm": harmonic_mean(base, new), "n_base": 0, "n_new": 0})
+    return sorted(rows, key=lambda r: (dataset_order(r["dataset"]) if r["dataset"] != AVERAGE else (99, ""),
+                                       r["method"]))
+
+
+def markdown_base_to_new(rows):
+    out = ["### Base-to-new generalization", "", "| Dataset | Method | Shots | Base | New | HM |",
+           "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        name = "Average" if r["dataset"] == AVERAGE else display_name(r["dataset"])
+        out.append(f"| {name} | {r['method']} | {r['shots']} | {r['base']:.2f} | {r['new']:.2f} | {r['hm']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for finished runs")
+    p.add_argument("--out", help="markdown file (default: print only)")
+    p.add_argument("--csv", help="CSV file with every cell (few-shot and base-to-new)")
+    p.add_argument("--figure", help="few-shot curves of every method (.png, .pdf, .svg)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        runs = find_runs(args.roots, warn=False)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    rows, datasets = few_shot_tables(runs)
+    b2n = base_to_new_rows(runs)
+    if not rows and not b2n:
+        print("error: no finished runs under " + ", ".join(args.roots), file=sys.stderr)
+        return 1
+    text = "## Few-shot classification (accuracy %, mean ± std over seeds)\n\n" + markdown_few_shot(rows, datasets)
+    if b2n:
+        text += "\n" + markdown_base_to_new(b2n)
+    print(text)
+    if args.out:
+        from engine.io import save_text
+        save_text(text, args.out)
+    if args.csv:
+        table = [dict(r, table="few-shot") for r in rows]
+        for r in b2n:
+            for part in ("base", "new", "hm"):
+                table.append({"table": f"base-to-new {part}", "dataset": r["dataset"], "method": r["method"],
+                              "shots": r["shots"], "n": r.get(f"n_{part}", ""), "mean": r[part], "std": None,
+                              "seeds": ""})
+        write_csv(table, CSV_FIELDS, args.csv)
+    if args.figure:
+        curves = [r for r in rows if r["shots"] > 0]
+        if not curves:
+            print("note: no few-shot runs, no figure", file=sys.stderr)
+        else:
+            zs = {r["dataset"]: (r["method"], r["mean"]) for r in rows if r["shots"] == 0}
+            panels = [(f"Average over {len(datasets)} datasets" if d == AVERAGE else display_name(d),
+                       [r for r in curves if r["dataset"] == d], zs.get(d))
+                      for d in datasets + ([AVERAGE] if len(datasets) > 1 else [])
+                      if any(r["dataset"] == d for r in curves)]
+            plot(panels, args.figure, {r["method"] for r in curves})
+    written = [p for p in (args.out, args.csv, args.figure) if p]
+    if written:
+        print("Wrote " + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

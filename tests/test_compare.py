@@ -1,0 +1,82 @@
+"""analysis.compare: the method comparison table (few-shot and base-to-new) from results.json."""
+import json
+import os
+
+import pytest
+
+from analysis import compare
+
+
+def write_run(root, name, trainer, dataset, shots, seed, acc, subsample="all", **extras):
+    folder = os.path.join(root, name)
+    os.makedirs(folder)
+    extras = dict(extras, subsample_classes=subsample)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump({"accuracy": acc, "split": "test", "trainer": trainer, "dataset": dataset, "num_shots": shots,
+                   "seed": seed, "backbone": "RN50", "extras": extras}, f)
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    root = str(tmp_path / "out")
+    for ds, offset in (("EuroSAT", 0.0), ("DescribableTextures", 10.0)):
+        write_run(root, f"{ds}/zs", "ZeroshotCLIP", ds, -1, 1, 40.0 + offset)
+        for k in (1, 16):
+            for s, noise in ((1, -1.0), (2, 1.0)):
+                write_run(root, f"{ds}/coop{k}/seed{s}", "CoOp", ds, k, s, 50.0 + k + offset + noise)
+                write_run(root, f"{ds}/tr{k}/seed{s}", "TaskRes", ds, k, s, 55.0 + k + offset + noise,
+                          base="regular", alpha=0.5)
+        # An evaluation of a trained checkpoint is not a training run.
+        write_run(root, f"{ds}/eval", "CoOp", ds, 16, 1, 1.0, eval_only=True, model_dir="x")
+        for s in (1, 2):
+            write_run(root, f"{ds}/b2n/base/seed{s}", "CoCoOp", ds, 16, s, 80.0 + s, subsample="base")
+            write_run(root, f"{ds}/b2n/new/seed{s}", "CoCoOp", ds, 16, s, 60.0 + s, subsample="new",
+                      eval_only=True, model_dir="b")
+    return root
+
+
+def test_few_shot_and_base_to_new_tables(tree, tmp_path, capsys):
+    md, csv = str(tmp_path / "t.md"), str(tmp_path / "t.csv")
+    assert compare.main([tree, "--out", md, "--csv", csv, "--figure", str(tmp_path / "f.png")]) == 0
+    text = open(md).read()
+    eurosat = text[text.index("### EuroSAT"):text.index("### Average")]
+    assert "| CoOp | 51.00 ± 1.00 | 66.00 ± 1.00 |" in eurosat  # 50 + shots, seeds at -1 / +1
+    assert "| TaskRes | 56.00 ± 1.00 | 71.00 ± 1.00 |" in eurosat
+    assert "| ZeroshotCLIP | 40.00 | 40.00 |" in eurosat  # zero-shot first, in every column
+    assert eurosat.index("ZeroshotCLIP") < eurosat.index("CoOp")
+    average = text[text.index("### Average over 2 datasets"):text.index("### Base-to-new")]
+    assert "| CoOp | 56.00 ± 1.00 | 71.00 ± 1.00 |" in average and "| ZeroshotCLIP | 45.00 | 45.00 |" in average
+    # base 81.5, new 61.5 (seed means); HM = 2ab/(a+b)
+    hm = 2 * 81.5 * 61.5 / (81.5 + 61.5)
+    assert f"| EuroSAT | CoCoOp | 16 | 81.50 | 61.50 | {hm:.2f} |" in text
+    assert f"| Average | CoCoOp | 16 | 81.50 | 61.50 | {hm:.2f} |" in text
+    assert "1.00 |" not in eurosat.replace("± 1.00 |", "")  # the eval-only folder (1%) is not a run
+    rows = open(csv).read().splitlines()
+    assert rows[0] == ",".join(compare.CSV_FIELDS) and any(r.startswith("base-to-new hm,") for r in rows)
+    assert os.path.getsize(tmp_path / "f.png") > 0
+
+
+def test_no_runs_is_one_clear_error(tmp_path, capsys):
+    os.makedirs(tmp_path / "empty")
+    assert compare.main([str(tmp_path / "empty")]) == 1
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_parse_test_res_base_to_new(tmp_path, capsys):
+    import parse_test_res
+
+    root = tmp_path / "base2new"
+    for part, accs in (("train_base", (80.0, 82.0)), ("test_new", (60.0, 64.0))):
+        for ds in ("eurosat", "dtd"):
+            for seed, acc in zip((1, 2), accs):
+                folder = root / part / ds / "shots_16" / "CoCoOp" / "cfg" / f"seed{seed}"
+                folder.mkdir(parents=True)
+                signal = "=> result" if part == "test_new" else "Finish training\n=> result"
+                (folder / "log.txt").write_text(f"{signal}\n* accuracy: {acc:.1f}%\n")
+    assert parse_test_res.main([str(root), "--base2new"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    hm = 2 * 81.0 * 62.0 / (81.0 + 62.0)
+    assert out[0].split() == ["experiment", "base", "new", "HM"]
+    assert out[1].split() == ["dtd/shots_16/CoCoOp/cfg", "81.00", "62.00", f"{hm:.2f}"]
+    assert out[-1].split() == ["average", "81.00", "62.00", f"{hm:.2f}"]
+    assert parse_test_res.main([str(tmp_path), "--base2new"]) == 2
