@@ -32,6 +32,7 @@ import train
 from engine.errors import UserError
 from engine.models import ModelCache
 from engine.recipes import RecipeError, dataset_stem, recipe
+from engine.run_guard import RunLockedError
 
 
 def build_parser():
@@ -152,6 +153,8 @@ def main(argv=None):
         print(f"[{i}/{len(runs)}] {out}")
         try:
             train.run(train.parse_args(run_argv), models=models)
+        except RunLockedError as e:
+            print(f"[{i}/{len(runs)}] {out}: running elsewhere, skipped ({e})")
         except UserError as e:
             print(f"Error in {out}: {e}", file=sys.stderr)
             failed.append(out)

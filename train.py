@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import sys
+import traceback
 
 import torch
 
@@ -20,6 +21,7 @@ from engine.config import get_cfg_default, merge_file, merge_opts
 from engine.errors import UserError
 from engine.io import tee_stdout
 from engine.registry import TRAINER_REGISTRY
+from engine.run_guard import check_fingerprint, run_lock
 
 
 def build_parser():
@@ -40,6 +42,8 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="load a model from this directory for eval-only")
     p.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (default: model-best.pth.tar)")
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard a previous run in --output-dir made with another config (default: stop)")
     p.add_argument("--enhanced-base", type=str, default="none",
                    help="TaskRes: path to an enhanced base (tuned text projection) or 'none'")
     p.add_argument("opts", nargs="*", default=[], help="KEY VALUE config overrides, e.g. DATASET.NUM_SHOTS 16")
@@ -162,13 +166,26 @@ def run(args, models=None):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = bool(cfg.TRAIN.ALLOW_TF32)
         torch.backends.cudnn.allow_tf32 = bool(cfg.TRAIN.ALLOW_TF32)
-    with tee_stdout(cfg.OUTPUT_DIR) as log_path:
-        try:
-            return build_and_run(args, cfg, trainer_cls, models)
-        except UserError as e:
-            with open(log_path, "a", encoding="utf-8") as f:  # the console gets it from main()
-                f.write(f"\nError: {e}\n")
-            raise
+    with run_lock(cfg.OUTPUT_DIR):
+        check_fingerprint(cfg, eval_only=args.eval_only, overwrite=args.overwrite)
+        with tee_stdout(cfg.OUTPUT_DIR) as log_path:
+            try:
+                return build_and_run(args, cfg, trainer_cls, models)
+            except UserError as e:
+                _append(log_path, f"\nError: {e}\n")  # the console gets it from main()
+                raise
+            except KeyboardInterrupt:
+                _append(log_path, "\nInterrupted.\n")
+                raise
+            except Exception:  # noqa: BLE001 - any crash leaves its traceback in log.txt, then propagates
+                _append(log_path, "\n" + traceback.format_exc())
+                raise
+
+
+def _append(path, text):
+    sys.stdout.flush()  # the tee's buffered lines first, so that this is the log's last word
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
 
 
 def build_and_run(args, cfg, trainer_cls, models=None):
@@ -193,6 +210,11 @@ def main(argv=None):
     except UserError as e:
         print(f"\nError: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = f" (--output-dir {args.output_dir})" if args.output_dir else ""
+        print(f"\nInterrupted. Rerun the same command{where} to resume from the last finished epoch.",
+              file=sys.stderr)
+        return 130
     return 0
 
 

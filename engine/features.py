@@ -24,6 +24,7 @@ global RNG (its loaders get their own generator and every view its own seed), so
 does not depend on what the store already held.
 """
 import hashlib
+import random
 import time
 
 import torch
@@ -151,9 +152,15 @@ class _SeededViews(Dataset):
         if not self.seeded:
             return self.transform(img)
         seed = int.from_bytes(hashlib.sha256(f"{path}|{view}".encode()).digest()[:8], "little") >> 1
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(img)
+        # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
+        py_state = random.getstate()
+        try:
+            random.seed(seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(img)
+        finally:
+            random.setstate(py_state)
 
 
 class CachedSource:

@@ -454,10 +454,13 @@ class Trainer:
             state.update(self.checkpoint_extras(name))
             if with_rng:
                 state["rng"] = ckpt.rng_state()
+            if self.best_result > -float("inf"):
+                state["best_result"] = float(self.best_result)  # TEST.FINAL_MODEL best_val after resume
             filename = model_name or f"model.pth.tar-{epoch + 1}"
             # The rolling snapshot is rewritten every epoch; skip fsync there (a process crash
             # keeps the rename atomic; only a power loss could lose the latest snapshot).
-            path = ckpt.save_checkpoint(state, directory, name, filename, fsync=not with_rng)
+            path = ckpt.save_checkpoint(state, directory, name, filename, fsync=not with_rng,
+                                        pointer=filename != "model-best.pth.tar")
             if not quiet:
                 print(f"Checkpoint saved to {path}")
 
@@ -481,6 +484,8 @@ class Trainer:
                 print("Loaded scheduler")
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
+            if state.get("best_result") is not None:
+                self.best_result = float(state["best_result"])
             if "rng" in state:
                 ckpt.set_rng_state(state["rng"])
             start = self.model_epoch = state["epoch"]

@@ -55,7 +55,9 @@ class TaskResEnhancedBase(Trainer):
         return self.logit_scale * F.normalize(features.float(), dim=-1) @ weights.t()
 
     def after_train(self):
+        # After the engine has deployed the final model (with TEST.FINAL_MODEL best_val, the
+        # best epoch's projection is reloaded first), so the file holds what was evaluated.
+        super().after_train()
         path = os.path.join(self.output_dir, STRONG_BASE_FILE)
         save_torch({"state_dict": {"weight": self.projection.weight.detach().cpu()}}, path)
         print(f"Enhanced base saved to {path} (use it with --enhanced-base)")
-        super().after_train()

@@ -1,0 +1,110 @@
+"""One run per output folder: a config fingerprint and an exclusive lock.
+
+A rerun into an existing folder resumes (or, when finished, re-reports) what is there, which is
+only right when the config is the same. `OUTPUT_DIR/run_config.json` holds the effective config
+of the run that made the folder; a rerun with different values stops with the differing keys
+(`--overwrite` discards the old run; a new --output-dir keeps both). Keys that do not change
+results (where files live, logging, worker counts) are left out of the comparison.
+
+The lock is an advisory `flock` on `OUTPUT_DIR/.run.lock`, held while the run lives: the kernel
+drops it when the process dies, however it dies, so a lock left by a killed run is simply taken
+over; a second live process gets one clear message instead of writing the same files.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+
+from .errors import UserError
+from .io import save_json
+from .record import config_dict
+
+FINGERPRINT_FILE = "run_config.json"
+LOCK_FILE = ".run.lock"
+# Do not change what a run computes.
+IGNORED_KEYS = {
+    "OUTPUT_DIR", "RESUME", "VERBOSE", "DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ",
+    "TRAIN.TENSORBOARD", "TRAIN.CHECKPOINT_FREQ", "TRAIN.RESUME_FREQ", "FEATURES.CACHE_DIR",
+    "MODEL.BACKBONE.CACHE_DIR", "DATASET.SPLIT_CACHE_DIR",
+}
+
+
+class RunLockedError(UserError):
+    """Another live process is writing this run folder."""
+
+
+def flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def fingerprint(cfg, eval_only=False):
+    values = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in IGNORED_KEYS}
+    values["<eval-only>"] = bool(eval_only)
+    return values
+
+
+def check_fingerprint(cfg, eval_only=False, overwrite=False):
+    """Record the config of a new run folder, or compare it with the one recorded there."""
+    folder = cfg.OUTPUT_DIR
+    path = os.path.join(folder, FINGERPRINT_FILE)
+    current = fingerprint(cfg, eval_only)
+    if os.path.isfile(path) and not overwrite:
+        try:
+            with open(path, encoding="utf-8") as f:
+                stored = json.load(f)
+        except (OSError, ValueError):
+            stored = None
+        if isinstance(stored, dict) and stored != current:
+            keys = sorted(set(stored) | set(current), key=str)
+            diff = [f"{k}: {stored.get(k, '<unset>')!r} there, {current.get(k, '<unset>')!r} now"
+                    for k in keys if stored.get(k, "<unset>") != current.get(k, "<unset>")]
+            raise UserError(
+                f"{folder} holds a run made with another config ({'; '.join(diff)}). Rerunning into it "
+                "would report or resume that run. Use a new --output-dir, or pass --overwrite to discard it.")
+    if overwrite and os.path.isdir(folder):
+        discard_run(folder)
+    os.makedirs(folder, exist_ok=True)
+    save_json(current, path)
+
+
+def discard_run(folder):
+    """Remove what a run wrote (results, checkpoints, events, fingerprint); logs stay for the record."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name in (LOCK_FILE,) or name.startswith("log.txt"):
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    print(f"--overwrite: discarded the previous run in {folder}")
+
+
+@contextlib.contextmanager
+def run_lock(folder):
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunLockedError(f"{folder} is being written by {holder}. Wait for it to finish, or use "
+                                 "another --output-dir.") from None
+        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,0 +1,180 @@
+"""One run per output folder: reruns with another config stop, concurrent writers are refused,
+crashes and interruptions leave a clear last word in log.txt."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train
+from engine.errors import UserError
+from engine.run_guard import LOCK_FILE, run_lock
+from synthetic.layouts import write_eurosat
+
+RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_eurosat(str(root), per_class=8)
+    return str(root)
+
+
+def args(root, out, clip_path, *opts):
+    return [str(a) for a in ["--root", root, "--seed", 1, "--trainer", "TaskRes", "--dataset-config-file",
+                             "configs/datasets/eurosat.yaml", "--config-file", RECIPE, "--output-dir", out,
+                             "DATASET.NUM_SHOTS", 2, "MODEL.BACKBONE.NAME", clip_path, "OPTIM.MAX_EPOCH", 2,
+                             "DATALOADER.NUM_WORKERS", 0, "TRAIN.TENSORBOARD", False, *opts]]
+
+
+def last_log_line(out):
+    logs = sorted(f for f in os.listdir(out) if f.startswith("log.txt"))
+    lines = [ln for ln in open(os.path.join(out, logs[-1])).read().splitlines() if ln.strip()]
+    return lines[-1]
+
+
+def test_rerun_with_another_config_stops_and_overwrite_discards(data_root, tiny_clip_path, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert train.main(args(data_root, out, tiny_clip_path)) == 0
+    # Same config (worker counts do not count): resumes / re-reports as before.
+    assert train.main(args(data_root, out, tiny_clip_path, "DATALOADER.NUM_WORKERS", 1)) == 0
+    first = json.load(open(os.path.join(out, "results.json")))
+    capsys.readouterr()
+    assert train.main(args(data_root, out, tiny_clip_path, "OPTIM.LR", 0.01, "DATASET.NUM_SHOTS", 1)) == 2
+    err = capsys.readouterr().err
+    assert "OPTIM.LR: 0.002 there, 0.01 now" in err and "DATASET.NUM_SHOTS: 2 there, 1 now" in err
+    assert "--overwrite" in err
+    assert json.load(open(os.path.join(out, "results.json"))) == first  # untouched
+    assert train.main(args(data_root, out, tiny_clip_path, "OPTIM.LR", 0.01, "--overwrite")) == 0
+    stored = json.load(open(os.path.join(out, "run_config.json")))
+    assert stored["OPTIM.LR"] == 0.01
+    assert json.load(open(os.path.join(out, "results.json")))["config"]["OPTIM"]["LR"] == 0.01
+
+
+def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(data_root, tiny_clip_path, tmp_path, capsys):
+    out = str(tmp_path / "locked")
+    with run_lock(out):
+        assert train.main(args(data_root, out, tiny_clip_path)) == 2
+    err = capsys.readouterr().err
+    assert "is being written by pid" in err and "another --output-dir" in err
+    assert not os.path.exists(os.path.join(out, "results.json"))
+    # A process that holds the lock and is killed leaves nothing to clean up.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, '.'); from engine.run_guard import run_lock\n"
+        f"with run_lock({out!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UserError):
+        with run_lock(out):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert os.path.exists(os.path.join(out, LOCK_FILE))
+    assert train.main(args(data_root, out, tiny_clip_path)) == 0
+
+
+def test_interrupt_and_crash_are_the_last_words_of_the_log(data_root, tiny_clip_path, tmp_path, capsys,
+                                                          monkeypatch):
+    from engine.trainer import Trainer
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run_epoch", interrupt)
+    out = str(tmp_path / "ctrl-c")
+    assert train.main(args(data_root, out, tiny_clip_path)) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("Interrupted. Rerun the same command")
+    assert last_log_line(out) == "Interrupted."
+
+    def crash(self):
+        raise RuntimeError("boom in epoch")
+
+    monkeypatch.setattr(Trainer, "run_epoch", crash)
+    out = str(tmp_path / "crash")
+    with pytest.raises(RuntimeError):
+        train.main(args(data_root, out, tiny_clip_path))
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "Traceback" in log and last_log_line(out) == "RuntimeError: boom in epoch"
+
+
+def test_best_val_resume_continues_from_the_last_epoch_and_equals_uninterrupted(data_root, tiny_clip_path,
+                                                                                tmp_path, monkeypatch):
+    import torch
+
+    from engine.trainer import Trainer
+
+    best = ("TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", 6, "DATASET.NUM_SHOTS", 4)
+    full = str(tmp_path / "full")
+    assert train.main(args(data_root, full, tiny_clip_path, *best)) == 0
+
+    class Killed(Exception):
+        pass
+
+    original = Trainer.after_epoch
+
+    def crash_after_third(self):
+        original(self)
+        if self.epoch == 2:
+            raise Killed()
+
+    part = str(tmp_path / "part")
+    monkeypatch.setattr(Trainer, "after_epoch", crash_after_third)
+    with pytest.raises(Killed):
+        train.main(args(data_root, part, tiny_clip_path, *best))
+    monkeypatch.setattr(Trainer, "after_epoch", original)
+    # The best-model save must not redirect resume to an earlier epoch.
+    assert open(os.path.join(part, "prompt_learner", "checkpoint")).read().strip() == "resume.pth.tar"
+    assert train.main(args(data_root, part, tiny_clip_path, *best)) == 0
+    for name in ("model-best.pth.tar", "model.pth.tar-6"):
+        a = torch.load(os.path.join(full, "prompt_learner", name), weights_only=True)
+        b = torch.load(os.path.join(part, "prompt_learner", name), weights_only=True)
+        assert torch.equal(a["state_dict"]["text_feature_residuals"], b["state_dict"]["text_feature_residuals"])
+        assert a["epoch"] == b["epoch"] and a["val_result"] == b["val_result"]
+    assert json.load(open(os.path.join(full, "results.json")))["accuracy"] == \
+        json.load(open(os.path.join(part, "results.json")))["accuracy"]
+
+
+def test_enhanced_base_file_holds_the_deployed_projection(data_root, tiny_clip_path, tmp_path):
+    import torch
+
+    out = str(tmp_path / "eb")
+    argv = args(data_root, out, tiny_clip_path, "TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", 5,
+                "DATASET.NUM_SHOTS", 4, "OPTIM.LR", 0.01)
+    argv[argv.index("TaskRes")] = "TaskResEnhancedBase"
+    assert train.main(argv) == 0
+    best = torch.load(os.path.join(out, "text_projection", "model-best.pth.tar"), weights_only=True)
+    strong = torch.load(os.path.join(out, "strong_base.pth.tar"), weights_only=True)
+    assert torch.equal(best["state_dict"]["weight"], strong["state_dict"]["weight"])
+
+
+def test_cached_views_ignore_the_global_python_rng(data_root, tmp_path):
+    import random
+
+    import torch
+
+    from engine.config import get_cfg_default
+    from engine.features import _SeededViews
+
+    cfg = get_cfg_default()
+    images = sorted(str(p) for p in (tmp_path.parent).rglob("*.jpg"))[:1] or None
+    if images is None:
+        images = sorted(os.path.join(r, f) for r, _, fs in os.walk(data_root) for f in fs if f.endswith(".jpg"))[:1]
+
+    def coin(img):  # a transform that draws from Python's RNG, as Dassl's policies do
+        return torch.tensor([random.random()])
+
+    views = _SeededViews([(images[0], 0), (images[0], 1)], coin, seeded=True)
+    random.seed(1)
+    a = [views[0].item(), views[1].item()]
+    random.seed(2)
+    b = [views[0].item(), views[1].item()]
+    assert a == b and a[0] != a[1]
+    state = random.getstate()
+    views[0]
+    assert random.getstate() == state  # the caller's RNG is untouched
+    del cfg
