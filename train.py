@@ -1,4 +1,4 @@
-"""Train or evaluate a method: the CoOp/TaskRes `train.py` command line.
+r"""Train or evaluate a method: the CoOp/TaskRes `train.py` command line.
 
     python train.py --root DATA --seed 1 --trainer TaskRes \
         --dataset-config-file configs/datasets/eurosat.yaml \

@@ -34,15 +34,54 @@ class AnalysisError(Exception):
     """A problem with the inputs, reported to the user in one message."""
 
 
+# Recorded config keys that never tell two methods apart (they vary inside a grid).
+_GRID_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "DATASET.NUM_SHOTS", "DATASET.ROOT", "DATALOADER.NUM_WORKERS",
+              "FEATURES.CACHE_DIR", "MODEL.BACKBONE.CACHE_DIR", "TRAIN.PRINT_FREQ", "TRAIN.TENSORBOARD",
+              "TRAIN.CHECKPOINT_FREQ", "TRAIN.RESUME_FREQ", "VERBOSE"}
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for k, v in (tree or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if not isinstance(v, list) else tuple(v)
+    return out
+
+
+def variant_labels(runs, label):
+    """{run path: label} where runs that would share a label and a seed (the same method run twice
+    with other settings, e.g. the demo's 20 epochs next to the recipe's 100) are told apart by the
+    recorded config keys in which they differ."""
+    by_label = defaultdict(list)
+    for run in runs:
+        by_label[(run.dataset, label(run))].append(run)
+    out = {}
+    for (_, name), group in by_label.items():
+        seen = defaultdict(int)
+        for run in group:
+            seen[(run.shots, run.seed)] += 1
+        configs = {run.path: _flat(run.results.get("config")) for run in group}
+        clash = any(n > 1 for n in seen.values())
+        keys = set()
+        if clash:
+            all_keys = set().union(*configs.values()) - _GRID_KEYS
+            keys = {k for k in all_keys if len({repr(c.get(k)) for c in configs.values()}) > 1}
+        for run in group:
+            extra = ", ".join(f"{k}={configs[run.path].get(k)}" for k in sorted(keys))
+            out[run.path] = f"{name} [{extra}]" if extra else name
+    return out
+
+
 def curve_table(runs, with_alpha=False, methods=None):
     """One row per (dataset, method, shots): n, mean, std over seeds; `values` maps seed -> accuracy."""
     groups = defaultdict(dict)
+    runs = [r for r in runs if r.shots is not None and r.dataset and not r.is_zero_shot
+            and not r.eval_only]  # eval-only: an evaluation of a checkpoint trained elsewhere (DG, base-to-new)
+    labels = variant_labels(runs, lambda r: r.method(with_alpha))
     for run in runs:
-        if run.shots is None or not run.dataset or run.is_zero_shot:
-            continue
-        if run.eval_only:  # an evaluation of a checkpoint trained elsewhere (DG, base-to-new)
-            continue
-        method = run.method(with_alpha)
+        method = labels[run.path]
         if methods and method not in methods:
             continue
         key = (run.dataset, method, run.shots)

@@ -5,8 +5,10 @@ dataset yaml -> method yaml -> CLI flags -> trailing `KEY VALUE` opts. yacs give
 semantics the reference yaml files rely on: `ast.literal_eval` of string values
 (`1e-5` -> float, `(224, 224)` -> tuple), an error on unknown keys and on type mismatches.
 """
+import difflib
 import os
 
+import yaml
 from yacs.config import CfgNode as CN
 
 from .errors import ConfigError
@@ -206,11 +208,21 @@ def merge_file(cfg, path, what):
     if not path:
         return
     if not os.path.isfile(path):
-        raise ConfigError(f"{what} not found: {path}")
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        in_repo = os.path.join(repo, path)
+        if not os.path.isabs(path) and os.path.isfile(in_repo):
+            print(f"Note: {what} {path} is not in the current folder {os.getcwd()}; using {in_repo}")
+            path = in_repo
+        else:
+            where = "" if os.path.isabs(path) else f" (relative paths are read from the current folder, {os.getcwd()})"
+            raise ConfigError(f"{what} not found: {path}{where}")
     try:
         cfg.merge_from_file(path)
     except (KeyError, AssertionError, ValueError) as e:
-        raise ConfigError(f"Cannot merge {what} {path}: {_yacs_reason(e)}") from None
+        raise ConfigError(f"Cannot merge {what} {path}: {_yacs_reason(e, cfg)}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]} "
+                          f"({' '.join(str(e).split())[:200]})") from None
 
 
 def merge_opts(cfg, opts):
@@ -220,11 +232,27 @@ def merge_opts(cfg, opts):
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError, ValueError) as e:
-        raise ConfigError(f"Cannot apply config overrides: {_yacs_reason(e)}") from None
+        raise ConfigError(f"Cannot apply config overrides: {_yacs_reason(e, cfg)}") from None
 
 
-def _yacs_reason(e):
+def _yacs_reason(e, cfg=None):
     msg = " ".join(str(a) for a in e.args)
     if "Non-existent" in msg:
-        return f"unknown config key ({msg}). Check the spelling against engine/config.py or the trainer's extend_cfg."
+        hint = ""
+        key = msg.rsplit(":", 1)[-1].strip()
+        if cfg is not None and key:
+            close = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]}?" if close else ""
+        return (f"unknown config key ({msg}).{hint} Check the spelling against engine/config.py or the "
+                "trainer's extend_cfg.")
     return msg
+
+
+def _all_keys(cfg, prefix=""):
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, CN):
+            out += _all_keys(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out

@@ -169,6 +169,7 @@ class CachedSource:
         self.device = torch.device(device)
         self.views = int(cfg.FEATURES.NUM_VIEWS)
         root = cfg.FEATURES.CACHE_DIR or default_root()
+        print(f"Feature store: {root}")
         self._ns = {}
         self._ns_args = (root, f"{backbone_id}|{encoder_tag}")
         self.train_labels = torch.tensor([d.label for d in dm.dataset.train_x], device=self.device)

@@ -92,9 +92,13 @@ def discard_run(folder):
 
 @contextlib.contextmanager
 def run_lock(folder):
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise UserError(f"Cannot write to the output folder {folder} ({e.strerror}). Choose a writable "
+                        "--output-dir.") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -80,3 +80,22 @@ def test_parse_test_res_base_to_new(tmp_path, capsys):
     assert out[1].split() == ["dtd/shots_16/CoCoOp/cfg", "81.00", "62.00", f"{hm:.2f}"]
     assert out[-1].split() == ["average", "81.00", "62.00", f"{hm:.2f}"]
     assert parse_test_res.main([str(tmp_path), "--base2new"]) == 2
+
+
+def test_runs_with_other_settings_are_told_apart_by_their_recorded_config(tmp_path):
+    from analysis.curves import curve_table
+    from analysis.runs import find_runs
+
+    root = str(tmp_path / "out")
+    for name, epochs in (("demo", 20), ("readme", 100)):
+        for seed in (1, 2):
+            folder = os.path.join(root, name, f"seed{seed}")
+            os.makedirs(folder)
+            with open(os.path.join(folder, "results.json"), "w") as f:
+                json.dump({"accuracy": 50.0 + epochs / 10 + seed, "split": "test", "trainer": "TaskRes",
+                           "dataset": "EuroSAT", "num_shots": 16, "seed": seed,
+                           "config": {"SEED": seed, "OUTPUT_DIR": folder, "OPTIM": {"MAX_EPOCH": epochs, "LR": 0.002}},
+                           "extras": {"base": "regular", "alpha": 0.5}}, f)
+    rows = curve_table(find_runs(root))
+    assert sorted((r["method"], r["mean"]) for r in rows) == [
+        ("TaskRes [OPTIM.MAX_EPOCH=100]", 61.5), ("TaskRes [OPTIM.MAX_EPOCH=20]", 53.5)]
