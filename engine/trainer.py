@@ -328,6 +328,8 @@ class Trainer:
                 log_dir = os.path.join(self.output_dir, "tensorboard")
                 print(f"Initialize tensorboard (log_dir={log_dir})")
                 self.writer = SummaryWriter(log_dir=log_dir)
+                self.writer.add_text("train/lr", "train/lr is the learning rate each step used. Dassl-based "
+                                     "reference logs print the next epoch's rate on each line instead.")
         self.time_start = time.time()
 
     def run_epoch(self):
