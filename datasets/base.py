@@ -295,6 +295,16 @@ def subsample_classes(*splits, subsample="all", labels=None):
 # The shared construction flow
 
 
+def _writable(folder):
+    target = os.path.join(folder, "split_fewshot")
+    return os.access(target if os.path.isdir(target) else folder, os.W_OK)
+
+
+def _short_hash(text):
+    import hashlib
+    return hashlib.sha256(os.path.abspath(text).encode()).hexdigest()[:10]
+
+
 class LocalDataset(DatasetBase):
     """A dataset under `DATASET.ROOT`: where its folders are, and errors that show the expected
     layout and the DATASETS.md section. Subclasses set the class attributes."""
@@ -313,6 +323,7 @@ class LocalDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, self.image_folder) if self.image_folder else self.dataset_dir
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         self.path_prefix = self.image_dir
+        self.split_cache_dir = cfg.DATASET.get("SPLIT_CACHE_DIR", "")
 
     def require_dirs(self, *paths):
         for path in paths:
@@ -320,8 +331,26 @@ class LocalDataset(DatasetBase):
                 raise self.error(f"folder not found: {path}")
 
     def fewshot_cache_path(self, num_shots, seed):
+        """Where the few-shot subset of (num_shots, seed) is read and written: the dataset folder
+        (CoOp's `split_fewshot/`), unless DATASET.SPLIT_CACHE_DIR names another root, or the
+        dataset folder cannot be written (a shared read-only copy): then a per-user cache. A
+        cache already in the dataset folder is always read from there."""
         from .fewshot import fewshot_cache_path
-        return fewshot_cache_path(self.dataset_dir, num_shots, seed)
+        beside_data = fewshot_cache_path(self.dataset_dir, num_shots, seed)
+        stem = os.path.splitext(beside_data)[0]
+        if os.path.isfile(beside_data) or os.path.isfile(stem + ".pkl"):
+            return beside_data
+        if self.split_cache_dir:
+            root = os.path.expanduser(self.split_cache_dir)
+        elif _writable(self.dataset_dir):
+            return beside_data
+        else:
+            root = os.path.join(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "~/.cache")), "taskres-splits")
+            print(f"Note: {self.dataset_dir} is not writable; few-shot subsets are cached under {root} "
+                  "(set DATASET.SPLIT_CACHE_DIR to choose)")
+        # Keyed by the dataset folder, so that two copies of a dataset never share subsets.
+        folder = f"{os.path.basename(self.dataset_dir.rstrip(os.sep))}-{_short_hash(self.dataset_dir)}"
+        return fewshot_cache_path(os.path.join(root, folder), num_shots, seed)
 
     def select_fewshot(self, train, val, num_shots, seed):
         """(train, val) cut to `num_shots` per class, from the cache for (num_shots, seed) or

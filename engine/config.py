@@ -63,6 +63,9 @@ def get_cfg_default():
     c.DATASET.ALL_AS_UNLABELED = False
     # Added by CoOp's extend_cfg; kept here because every dataset reads it.
     c.DATASET.SUBSAMPLE_CLASSES = "all"
+    # Not in Dassl: where few-shot subsets are cached; "" = beside the data (CoOp's
+    # split_fewshot/), or a per-user cache when the dataset folder is read-only.
+    c.DATASET.SPLIT_CACHE_DIR = ""
 
     c.DATALOADER = CN()
     c.DATALOADER.NUM_WORKERS = 4

@@ -5,12 +5,15 @@ batch, so a few-shot set smaller than the batch (EuroSAT 1-shot: 10 images) trai
 partial batch per epoch, as in the reference.
 """
 import os
+from collections import Counter
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datasets import build_dataset
 from datasets.transforms import build_transform, read_image
+
+from .image_check import check_images
 
 
 class ImageDataset(Dataset):
@@ -59,6 +62,9 @@ class DataManager:
         if not dataset.train_x and not dataset.test:
             from .errors import DatasetError
             raise DatasetError(f"Dataset {cfg.DATASET.NAME} has no images in its train and test splits")
+        self.shot_counts = self._check_shots(cfg)
+        items = list(dataset.train_x) + list(dataset.val or []) + list(dataset.test)
+        check_images([d.impath for d in items], key=f"{cfg.DATASET.NAME}|{cfg.DATASET.ROOT}")
         if cfg.VERBOSE:
             rows = [("Dataset", cfg.DATASET.NAME), ("# classes", f"{self.num_classes:,}"),
                     ("# train_x", f"{len(dataset.train_x):,}")]
@@ -66,6 +72,21 @@ class DataManager:
                 rows.append(("# val", f"{len(dataset.val):,}"))
             rows.append(("# test", f"{len(dataset.test):,}"))
             print(format_table(rows))
+
+    def _check_shots(self, cfg):
+        """Images per class in the few-shot training set; a class with fewer images than
+        NUM_SHOTS keeps all it has (as CoOp does), which is said here and recorded."""
+        k = int(cfg.DATASET.NUM_SHOTS)
+        counts = Counter(d.label for d in self.dataset.train_x)
+        if k < 1 or not counts:
+            return None
+        short = {self.lab2cname.get(label, str(label)): n for label, n in sorted(counts.items()) if n < k}
+        if short:
+            print(f"Warning: {len(short)} of {len(counts)} classes have fewer than {k} training images and use "
+                  f"all they have: " + ", ".join(f"{name} ({n})" for name, n in list(short.items())[:10])
+                  + (" ..." if len(short) > 10 else ""))
+        return {"requested": k, "min": min(counts.values()), "max": max(counts.values()),
+                "classes_with_fewer": len(short)}
 
     def set_cfg(self, cfg):
         """Rebuild the transforms for a changed INPUT config (e.g. the backbone's resolution)."""

@@ -431,6 +431,8 @@ class Trainer:
                    epoch=getattr(self, "model_epoch", 0))
         extras = {"num_trainable_params": self.num_trainable_params(), "precision": self.prec,
                   "features_mode": cfg.FEATURES.MODE, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES}
+        if getattr(self.dm, "shot_counts", None):
+            extras["train_images_per_class"] = self.dm.shot_counts
         extras.update(self.record)
         extras.update(self.run_extras())
         out["extras"] = record.plain(extras)
