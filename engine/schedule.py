@@ -31,16 +31,22 @@ def lr_at_epoch(optim_cfg, epoch):
             if o.WARMUP_TYPE == "constant":
                 return float(o.WARMUP_CONS_LR)
             return float(o.WARMUP_MIN_LR) if epoch == 0 else base * epoch / warm
-        # With recount the successor starts counting at 0 after warmup; without, at WARMUP_EPOCH.
-        t = epoch - warm if o.WARMUP_RECOUNT else epoch
-    else:
-        t = epoch
+        if o.WARMUP_RECOUNT:  # the successor starts counting at 0 after warm-up
+            return base * _factor(o, epoch - warm, total)
+        # Without recount it starts at WARMUP_EPOCH from the base LR; torch's chainable
+        # schedulers then scale relative to that start: base * f(e) / f(WARMUP_EPOCH).
+        return base * _factor(o, epoch, total) / _factor(o, warm, total)
+    return base * _factor(o, epoch, total)
+
+
+def _factor(o, t, total):
+    """The successor schedule's multiplier of the base LR at its epoch t."""
     if o.LR_SCHEDULER == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * t / total))
+        return 0.5 * (1.0 + math.cos(math.pi * t / total))
     if o.LR_SCHEDULER == "single_step":
         step = o.STEPSIZE[-1] if o.STEPSIZE[-1] > 0 else total
-        return base * o.GAMMA ** (t // step)
-    return base * o.GAMMA ** sum(1 for m in o.STEPSIZE if t >= m)
+        return o.GAMMA ** (t // step)
+    return o.GAMMA ** sum(1 for m in o.STEPSIZE if t >= m)
 
 
 class EpochScheduler:

@@ -109,7 +109,7 @@ class Trainer:
         self.output_dir = cfg.OUTPUT_DIR
         self.writer = None
         self.best_result = -float("inf")
-        self.scaler = None
+        self.grad_scaler = None  # PREC amp on CUDA (not `scaler`: Dassl files keep their own under that name)
         self._accum = 0
         self.record = {}  # method values for results.json; see run_extras()
         self.timer = record.PhaseTimer()
@@ -263,8 +263,8 @@ class Trainer:
                 o.zero_grad(set_to_none=True)
         if steps > 1:
             loss = loss / steps
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
         else:
             loss.backward()
         self._accum += 1
@@ -273,12 +273,12 @@ class Trainer:
             return
         self._accum = 0
         for o in optims:
-            if self.scaler is not None:
-                self.scaler.step(o)
+            if self.grad_scaler is not None:
+                self.grad_scaler.step(o)
             else:
                 o.step()
-        if self.scaler is not None:
-            self.scaler.update()
+        if self.grad_scaler is not None:
+            self.grad_scaler.update()
 
     def forward_backward(self, inputs, labels):
         logits = self.forward(inputs)
@@ -313,7 +313,7 @@ class Trainer:
 
     def before_train(self):
         if self.prec == "amp" and self.device.type == "cuda":
-            self.scaler = torch.amp.GradScaler("cuda")
+            self.grad_scaler = torch.amp.GradScaler("cuda")
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
         if self.start_epoch < self.max_epoch and hasattr(self.source, "train_feats"):
@@ -456,8 +456,8 @@ class Trainer:
                 # Which classes the per-class rows belong to (base-to-new evaluation).
                 "classnames": list(self.dm.classnames),
             }
-            if self.scaler is not None:
-                state["scaler"] = self.scaler.state_dict()
+            if self.grad_scaler is not None:
+                state["scaler"] = self.grad_scaler.state_dict()
             state.update(self.checkpoint_extras(name))
             if with_rng:
                 state["rng"] = ckpt.rng_state()
@@ -489,8 +489,8 @@ class Trainer:
             if self._scheds[name] is not None and state.get("scheduler"):
                 self._scheds[name].load_state_dict(state["scheduler"])
                 print("Loaded scheduler")
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
+            if self.grad_scaler is not None and state.get("scaler"):
+                self.grad_scaler.load_state_dict(state["scaler"])
             if state.get("best_result") is not None:
                 self.best_result = float(state["best_result"])
             if "rng" in state:

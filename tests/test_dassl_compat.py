@@ -346,7 +346,10 @@ def _torch_chain_lrs(o, epochs):
 def test_lr_schedule_equals_torch_schedulers(scheduler, stepsize, warmup, kind, recount):
     o = _optim_cfg(LR_SCHEDULER=scheduler, STEPSIZE=stepsize, GAMMA=0.5, MAX_EPOCH=12, WARMUP_EPOCH=warmup,
                    WARMUP_TYPE=kind, WARMUP_RECOUNT=recount, WARMUP_MIN_LR=1e-4)
-    assert _lrs(o, 12) == pytest.approx(_torch_chain_lrs(o, 12), rel=1e-12)
+    expected = _torch_chain_lrs(o, 12)
+    assert _lrs(o, 12) == pytest.approx(expected, rel=1e-12)
+    from engine.schedule import lr_at_epoch  # the engine's closed form, used by every native trainer
+    assert [lr_at_epoch(o, e) for e in range(12)] == pytest.approx(expected, rel=1e-12)
 
 
 def test_scheduler_state_is_plain_and_resumes(tmp_path):

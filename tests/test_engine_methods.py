@@ -164,7 +164,7 @@ def test_amp_runs_under_autocast_on_cpu(data_root, tiny_clip_path, tmp_path, mon
     trainer = run(taskres(data_root, out, tiny_clip_path, "TRAINER.TaskRes.PREC", "amp", "FEATURES.MODE", "cached",
                           "FEATURES.CACHE_DIR", tmp_path / "store", epochs=20, shots=8))
     assert seen and all(seen)
-    assert trainer.scaler is None  # no GradScaler off CUDA (bf16 needs none)
+    assert trainer.grad_scaler is None  # no GradScaler off CUDA (bf16 needs none)
     assert results(out)["extras"]["precision"] == "amp"
     assert results(out)["accuracy"] > 30.0
     assert trainer.learner.text_feature_residuals.dtype == torch.float32
