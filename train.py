@@ -195,6 +195,12 @@ def build_and_run(args, cfg, trainer_cls, models=None):
     trainer.record.update(config_file=args.config_file or None, eval_only=bool(args.eval_only),
                           model_dir=args.model_dir or None)
     if args.eval_only:
+        if not args.model_dir and trainer.needs_trained_weights():
+            raise UserError(
+                f"--eval-only without --model-dir would evaluate an untrained {cfg.TRAINER.NAME} "
+                f"({', '.join(trainer.get_model_names())}). Pass --model-dir with the output folder of a "
+                "training run (and --load-epoch N for model.pth.tar-N), or MODEL.INIT_WEIGHTS; to score "
+                "the untrained model on purpose, train for zero epochs (OPTIM.MAX_EPOCH 0, no --eval-only).")
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return trainer

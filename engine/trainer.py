@@ -140,6 +140,12 @@ class Trainer:
         """Closed-form methods (`closed_form = True`): fit the registered models."""
         raise NotImplementedError(f"{type(self).__name__} sets closed_form but has no fit()")
 
+    def needs_trained_weights(self):
+        """True when evaluating without a checkpoint would score an untrained model: the method
+        registered learnable modules and MODEL.INIT_WEIGHTS gives none. `--eval-only` then needs
+        `--model-dir` (to evaluate the untrained model on purpose, train for OPTIM.MAX_EPOCH 0)."""
+        return bool(self._models) and not self.cfg.MODEL.INIT_WEIGHTS
+
     def run_extras(self):
         """Hook: plain values describing this run's method (alpha, base, ...) for results.json."""
         return {}
@@ -239,6 +245,9 @@ class Trainer:
             discarded = sorted(set(state) - set(matched))
             print(f"Initial weights of {name} loaded from {path} ({len(matched)} tensors)"
                   + (f"; discarded: {', '.join(discarded)}" if discarded else ""))
+
+    def get_model_names(self, names=None):
+        return list(self._models) if names is None else ([names] if isinstance(names, str) else list(names))
 
     def num_trainable_params(self):
         return sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)

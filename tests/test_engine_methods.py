@@ -243,8 +243,7 @@ def test_base_to_new_uses_zero_shot_rows_for_unseen_classes(data_root, tiny_clip
     new_eval, new_zero = str(tmp_path / "new"), str(tmp_path / "new-zero")
     run(taskres(data_root, new_eval, tiny_clip_path, *store, "DATASET.SUBSAMPLE_CLASSES", "new", "--eval-only",
                 "--model-dir", base, "--load-epoch", 10))
-    run(taskres(data_root, new_zero, tiny_clip_path, *store, "DATASET.SUBSAMPLE_CLASSES", "new", "--eval-only",
-                "OPTIM.MAX_EPOCH", 0))
+    run(taskres(data_root, new_zero, tiny_clip_path, *store, "DATASET.SUBSAMPLE_CLASSES", "new", epochs=0))
     assert results(new_eval)["extras"]["unseen_classes_zeroshot"] == 5
     assert results(new_eval)["correct"] == results(new_zero)["correct"]
 

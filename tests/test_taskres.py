@@ -41,9 +41,9 @@ def results(out):
 
 @pytest.fixture(scope="module")
 def zero_shot_acc(data_root, tiny_clip_path, tmp_path_factory):
-    """TaskRes with zero epochs evaluates the untrained base (the regular base, x = 0)."""
+    """TaskRes trained for zero epochs evaluates the untrained base (the regular base, x = 0)."""
     out = str(tmp_path_factory.mktemp("base"))
-    run(taskres_args(data_root, out, tiny_clip_path, epochs=0) + ["--eval-only"])
+    run(taskres_args(data_root, out, tiny_clip_path, epochs=0))
     return results(out)["accuracy"]
 
 
@@ -146,6 +146,7 @@ def test_zero_shot_trainers(data_root, tiny_clip_path, tmp_path):
     (["--trainer", "TaskRes", "--enhanced-base", "/nonexistent/model.pth.tar"], "Enhanced base not found"),
     (["--trainer", "TaskRes", "--eval-only", "--model-dir", "/nonexistent-dir", "--load-epoch", "3"],
      "Model not found"),
+    (["--trainer", "TaskRes", "--eval-only"], "--eval-only without --model-dir would evaluate an untrained TaskRes"),
 ])
 def test_bad_input_gives_one_clear_message(args, message, data_root, tiny_clip_path, tmp_path, capsys):
     base = ["--root", data_root, "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", RECIPE,

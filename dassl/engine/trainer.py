@@ -97,6 +97,11 @@ class TrainerBase(_EngineTrainer, metaclass=_EngineArguments):
         self._optims[name] = optim
         self._scheds[name] = sched
 
+    def needs_trained_weights(self):
+        # Dassl semantics: --eval-only without --model-dir prints that load_model() is skipped
+        # and evaluates the model as built.
+        return False
+
     def get_model_names(self, names=None):
         real = list(self._models.keys())
         if names is None:
