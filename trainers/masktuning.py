@@ -1,0 +1,416 @@
+"""Regularized mask tuning (R-AMT, Zheng et al., ICCV 2023): learn binary masks on the frozen
+CLIP image encoder's weights, with gradient dropout regularity (GDR) towards zero-shot CLIP.
+
+Model. A fixed text classifier (one hand-written template per dataset, class names lower-cased
+with "_" -> " ", encoded once in fp32 and L2-normalised) and CLIP's image encoder whose weights
+W are replaced by W * 1[m > MASK.THRESHOLD]: the patch embedding and every attention
+in/out-projection of a ViT ("AMT", MASK.MASK_MLP False), also the MLPs with MASK.MASK_MLP True
+("R-MT"); every convolution and the attention-pool projections of a ResNet (BatchNorm stays in
+eval mode). Scores m start at MASK.SCALE (1e-2) > threshold (5e-3), so training starts from
+zero-shot CLIP exactly; a straight-through estimator trains them (trainers/masks.py). The masks
+live on this run's private copy of CLIP; switching them off gives the zero-shot teacher from the
+same weights. logits = exp(logit_scale) * cos(f(x), T).
+
+One training step (as the original code computes it):
+  g_ce = d/dm [CE(s, y) + MASK.LOSS_WEIGHT * sum_tensors ||m||_2]   (regulariser: MASK.MASK_LOSS)
+  g_kl = d/dm [mean_b sum_c -softmax(q / T) log_softmax(s / T) T^2],  q = a * t + (1 - a) * s
+         (t: teacher logits, masks off, no grad; T = MASK.GDR_T, a = MASK.FUSE_ALPHA)
+  P = (sign(g_ce) (g_ce + g_kl) / (|g_ce| + |g_kl| + 1e-8) + 1) / 2,  U ~ U[0, 1) per element
+  grad = ((1 - lambda) + lambda * 1[P > U]) * g_ce,  lambda = MASK.GDR_LAMBDA;  Adam step.
+The KL term is never minimised; it only decides how often a CE gradient element is dropped.
+Both gradients come from ONE student forward: they are vector-Jacobian products of the same
+graph with the two logit cotangents, taken in one batched backward pass
+(torch.autograd.grad(is_grads_batched=True)). The teacher runs under no_grad on the same batch.
+
+Differences from the original code (config keys; the original behaviour stays reachable where
+it is meaningful):
+- MASK.GDR False trained nothing there (no backward, no step). Here it trains plain AMT,
+  exactly as MASK.GDR_LAMBDA 0; with lambda 0 neither the teacher nor the KL gradient is
+  computed (the update is identical; the step saves the teacher forward and half the backward).
+- The teacher is the same encoder with masks off, under no_grad (the original keeps a second
+  fp32 copy whose gradients it computes and accumulates, unused); its logits are the same up
+  to floating-point rounding.
+- Checkpoints hold the binary masks bit-packed (3.6 MB for ViT-B/16 AMT) and no optimizer
+  state; only the rolling resume snapshot holds real scores and Adam's moments. The original
+  stores bytes plus the Adam state; its checkpoints load here too.
+- TRAINER.MaskTuning.PREC: fp32 (default) is the original; fp16 runs the frozen weights in half
+  precision on CUDA (masks, scores and the GDR arithmetic stay fp32); amp autocasts.
+- TEST.NO_TEST True (the original configs) still tests once after training, as the original
+  trainer does on its last epoch; here the test comes after "Finish training" so logs parse.
+- MASK.INIT_MASKS: a MaskTuning checkpoint (or run folder) whose masks initialise this run.
+
+Combinations (the paper's CoOp + R-AMT and Tip-Adapter + R-AMT; no code for them in the
+original): the trainers CoOp_RAMT, TipAdapter_RAMT and TipAdapterF_RAMT run those methods
+unchanged on a private CLIP whose image encoder has the masks of MASK.INIT_MASKS folded in.
+"""
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from yacs.config import CfgNode as CN
+
+import clip
+from engine import checkpoint as ckpt
+from engine.errors import ConfigError
+from engine.evaluator import batch_accuracy
+from engine.registry import TRAINER_REGISTRY
+from engine.trainer import Trainer
+
+from .masks import MaskSet, fold_masks, gdr_keep, masks_from_state, read_mask_checkpoint
+from .templates import custom_template
+from .text import encode_prompts
+
+MODEL_NAME = "shared"  # the original's model name: OUTPUT_DIR/shared/model.pth.tar-<epoch>
+
+
+def mask_classnames(classnames):
+    return [c.replace("_", " ").lower() for c in classnames]
+
+
+def kl_soft_target(student, teacher, temperature=1.0, alpha=1.0):
+    """The original KLLoss: mean_b sum_c -softmax(q / T) * log_softmax(s / T) * T^2 with the
+    target q = alpha * teacher + (1 - alpha) * student (not detached)."""
+    target = alpha * teacher + (1 - alpha) * student
+    t = temperature
+    return (-(F.softmax(target / t, dim=-1) * F.log_softmax(student / t, dim=-1)).sum(-1) * t * t).mean()
+
+
+def logit_cotangents(logits, labels, teacher=None, temperature=1.0, alpha=1.0):
+    """dCE/dlogits and (with a teacher) dKL/dlogits [B, C], float32: the only place where the
+    two losses differ, so the encoder's backward pass can take both at once."""
+    z = logits.detach().float().requires_grad_()
+    with torch.enable_grad():
+        ce = F.cross_entropy(z, labels)
+        (c_ce,) = torch.autograd.grad(ce, z)
+        if teacher is None:
+            return ce.detach(), c_ce, None, None
+        kl = kl_soft_target(z, teacher.detach().float(), temperature, alpha)
+        (c_kl,) = torch.autograd.grad(kl, z)
+    return ce.detach(), c_ce, kl.detach(), c_kl
+
+
+def mask_gradients(logits, scores, c_ce, c_kl=None, batched=True):
+    """(g_ce, g_kl) per score tensor from ONE graph: one batched backward pass over the two
+    stacked cotangents, or (batched False) two passes over the retained graph. With c_kl None
+    only g_ce is computed (g_kl is None)."""
+    if c_kl is None:
+        return list(torch.autograd.grad(logits, scores, c_ce.to(logits.dtype))), None
+    if batched:
+        both = torch.autograd.grad(logits, scores, torch.stack([c_ce, c_kl]).to(logits.dtype),
+                                   is_grads_batched=True)
+        return [g[0] for g in both], [g[1] for g in both]
+    g_ce = torch.autograd.grad(logits, scores, c_ce.to(logits.dtype), retain_graph=True)
+    g_kl = torch.autograd.grad(logits, scores, c_kl.to(logits.dtype))
+    return list(g_ce), list(g_kl)
+
+
+@TRAINER_REGISTRY.register()
+class MaskTuning(Trainer):
+    consumes = "pixels"
+    cfg_node = "MaskTuning"
+    reference_image_encoder_prec = "fp16"  # only under PREC fp16 (the original runs fp32)
+
+    @classmethod
+    def extend_cfg(cls, cfg):
+        cfg.TRAINER.MaskTuning = CN()
+        # fp32 = the original; fp16: frozen weights in half precision on CUDA; amp: autocast.
+        cfg.TRAINER.MaskTuning.PREC = "fp32"
+        if "MASK" in cfg:
+            return
+        # The original's cfg.MASK block, with its defaults (its configs override several).
+        cfg.MASK = CN()
+        cfg.MASK.PREC = "fp32"  # precision of the text encoder that builds the classifier
+        cfg.MASK.MASK_LOSS = False  # L2 regulariser on the scores
+        cfg.MASK.LOSS_WEIGHT = 1e-6
+        cfg.MASK.SCALE = 1e-2  # initial score
+        cfg.MASK.THRESHOLD = 5e-3  # a weight is kept while its score is above this
+        cfg.MASK.INIT = "1s"  # "1s": all SCALE; "uniform": U(0, SCALE)
+        cfg.MASK.THRESHOLD_FN = "binarizer"  # the only working choice in the original
+        cfg.MASK.MASK_MLP = True  # ViT MLPs masked too (the released configs set False)
+        cfg.MASK.FUSE_ALPHA = 1.0  # KL target = a * teacher + (1 - a) * student
+        cfg.MASK.MOMENTUM = 0.1  # unused (as in the original)
+        cfg.MASK.GDR = True  # False: plain AMT (the original then trained nothing)
+        cfg.MASK.GDR_T = 1.0  # KL temperature
+        cfg.MASK.GDR_LAMBDA = 1.0  # leak: 0 = plain CE, 1 = drop conflicting elements
+        # Not in the original: initial masks from a MaskTuning checkpoint file or run folder.
+        cfg.MASK.INIT_MASKS = ""
+
+    def check_cfg(self, cfg):
+        m = cfg.MASK
+        if m.THRESHOLD_FN != "binarizer":
+            raise ConfigError(f"MASK.THRESHOLD_FN must be 'binarizer' (the original's 'ternarizer' refers to a "
+                              f"class it never defines), got {m.THRESHOLD_FN!r}")
+        if m.INIT not in ("1s", "uniform"):
+            raise ConfigError(f"MASK.INIT must be '1s' or 'uniform', got {m.INIT!r}")
+        if not 0.0 <= float(m.GDR_LAMBDA) <= 1.0:
+            raise ConfigError(f"MASK.GDR_LAMBDA must be in [0, 1], got {m.GDR_LAMBDA}")
+        if float(m.GDR_T) <= 0:
+            raise ConfigError(f"MASK.GDR_T must be positive, got {m.GDR_T}")
+        if m.PREC not in ("fp32", "fp16"):
+            raise ConfigError(f"MASK.PREC must be 'fp32' or 'fp16', got {m.PREC!r}")
+
+    def __init__(self, cfg, models=None):
+        if cfg.TEST.NO_TEST:
+            print("Note: TEST.NO_TEST is True (as in the original configs); MaskTuning tests once after "
+                  "training anyway, as the original trainer does")
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.TEST.NO_TEST = False
+            cfg.freeze()
+        self._pending = None  # gradients accumulated over TRAIN.GRAD_ACCUM_STEPS micro-batches
+        super().__init__(cfg, models)
+
+    # ---- model -----------------------------------------------------------------------------
+    def build_model(self):
+        cfg = self.cfg.MASK
+        clip_model = self.load_clip(private=True)  # masks are attached to this copy only
+        text_encoder = clip.TextEncoder(clip_model)
+        if cfg.PREC == "fp32" and text_encoder.dtype != torch.float32:
+            for module in (clip_model.transformer, clip_model.token_embedding, clip_model.ln_final):
+                module.float()
+            for p in (clip_model.positional_embedding, clip_model.text_projection):
+                p.data = p.data.float()
+            text_encoder = clip.TextEncoder(clip_model)
+        names = mask_classnames(self.dm.classnames)
+        template = custom_template(self.cfg.DATASET.NAME)
+        print(f"Prompts: {[template.format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
+        feats = encode_prompts(text_encoder, names, [template]).float().mean(1)
+        self.text_features = F.normalize(feats, dim=-1).to(self.device)
+        self.logit_scale = clip_model.logit_scale.detach().exp().float().to(self.device)
+
+        self.visual = clip_model.visual
+        self.masks = MaskSet.attach(self.visual, mask_mlp=bool(cfg.MASK_MLP), init=cfg.INIT,
+                                    scale=float(cfg.SCALE), threshold=float(cfg.THRESHOLD))
+        self._image_dtype = self.masks.frozen_weight(self.masks.names[0]).dtype
+        if cfg.INIT_MASKS:
+            sd, state, path = read_mask_checkpoint(cfg.INIT_MASKS)
+            threshold = float(state.get("mask_threshold", cfg.THRESHOLD))
+            self.masks.load_masks(masks_from_state(sd, self.masks.shapes, threshold, path), path)
+            print(f"Initial masks loaded from {path}")
+        entries = self.masks.num_entries()
+        visual_params = sum(p.numel() for n, p in self.visual.named_parameters() if not n.endswith("mask_real"))
+        print(f"Masked weights: {len(self.masks.names)} tensors, {entries:,} mask entries "
+              f"({100.0 * entries / visual_params:.1f}% of the {visual_params:,} image-encoder parameters); "
+              f"MLPs {'masked' if cfg.MASK_MLP else 'not masked'}")
+        print(f"Init Sparsity: {self.sparsity():.4g}%")
+        self.register_model(MODEL_NAME, self.masks)
+
+    def needs_trained_weights(self):
+        """--eval-only with MASK.INIT_MASKS evaluates those masks (no --model-dir needed)."""
+        return super().needs_trained_weights() and not self.cfg.MASK.INIT_MASKS
+
+    @property
+    def gdr_lambda(self):
+        return float(self.cfg.MASK.GDR_LAMBDA) if self.cfg.MASK.GDR else 0.0
+
+    def forward(self, images):
+        images = images.to(self.device, self._image_dtype)
+        if images.is_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        feats = self.visual(images).float()
+        return self.logit_scale * F.normalize(feats, dim=-1) @ self.text_features.t()
+
+    def teacher_logits(self, images):
+        """Zero-shot CLIP on the same batch: the same encoder, masks off, no graph."""
+        with torch.no_grad(), self.masks.off(), parametrize.cached():
+            return self.forward(images)
+
+    # ---- one step ----------------------------------------------------------------------------
+    def forward_backward(self, images, labels):
+        cfg = self.cfg.MASK
+        lam = self.gdr_lambda
+        teacher = self.teacher_logits(images) if lam > 0 else None
+        with parametrize.cached():  # each masked weight computed once per forward
+            logits = self.forward(images)
+        scores = self.masks.scores()
+        # Under amp on CUDA the engine's GradScaler sets the scale: cotangents are scaled up
+        # so that half-precision backward passes do not underflow, and scaled back at the step.
+        scaler = self._grad_scaler()
+        scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        ce, c_ce, kl, c_kl = logit_cotangents(logits, labels, teacher, float(cfg.GDR_T), float(cfg.FUSE_ALPHA))
+        with _no_autocast(self.device):
+            g_ce, g_kl = mask_gradients(logits, scores, c_ce * scale, None if c_kl is None else c_kl * scale)
+        summary = {"loss": ce.item(), "acc": batch_accuracy(logits.detach(), labels)}
+        if cfg.MASK_LOSS:
+            weight = float(cfg.LOSS_WEIGHT)
+            with torch.no_grad():
+                norms = [m.norm() for m in scores]
+                for g, m, n in zip(g_ce, scores, norms):
+                    if n > 0:
+                        g.add_(m, alpha=weight * scale / float(n))
+            summary["mask_loss"] = weight * float(sum(norms))
+        if kl is not None:
+            summary["kl"] = kl.item()
+        self._accumulate(g_ce, g_kl)
+        if self._should_step():
+            self._step(lam, scale)
+        return summary
+
+    def _accumulate(self, g_ce, g_kl):
+        steps = max(1, int(self.cfg.TRAIN.GRAD_ACCUM_STEPS))
+        if steps > 1:
+            g_ce = [g / steps for g in g_ce]
+            g_kl = None if g_kl is None else [g / steps for g in g_kl]
+        if self._pending is None:
+            self._pending = [g_ce, g_kl, 1]
+            return
+        acc_ce, acc_kl, n = self._pending
+        for a, g in zip(acc_ce, g_ce):
+            a.add_(g)
+        if acc_kl is not None:
+            for a, g in zip(acc_kl, g_kl):
+                a.add_(g)
+        self._pending[2] = n + 1
+
+    def _should_step(self):
+        steps = max(1, int(self.cfg.TRAIN.GRAD_ACCUM_STEPS))
+        last = getattr(self, "num_batches", None) is not None and self.batch_idx + 1 == self.num_batches
+        return self._pending[2] >= steps or last
+
+    @torch.no_grad()
+    def _step(self, lam, scale):
+        g_ce, g_kl, _ = self._pending
+        self._pending = None
+        for p, g, k in zip(self.masks.scores(), g_ce, g_kl if g_kl is not None else [None] * len(g_ce)):
+            if k is not None and lam > 0:
+                # eps scaled with the gradients keeps P exactly what unscaled gradients give
+                g.mul_(gdr_keep(g, k, lam, torch.rand_like(g), eps=1e-8 * scale))
+            p.grad = g
+        optims = [o for o in self._optims.values() if o is not None]
+        scaler = self._grad_scaler()
+        if scaler is not None:
+            for o in optims:
+                scaler.step(o)  # unscales; skips the step if a gradient overflowed
+            scaler.update()
+        else:
+            if not all(torch.isfinite(g).all() for g in g_ce):
+                raise FloatingPointError("Mask gradients are infinite or NaN!")
+            for o in optims:
+                o.step()
+        for o in optims:
+            o.zero_grad(set_to_none=True)
+
+    def _grad_scaler(self):
+        """The engine's GradScaler (PREC amp on CUDA), else None."""
+        return getattr(self, "grad_scaler", None)
+
+    # ---- statistics, evaluation ---------------------------------------------------------------
+    def sparsity(self):
+        """% of mask entries that are 0 (the paper's "masked parameters")."""
+        stats = self.masks.layer_stats()
+        return 100.0 * sum(z for _, _, z in stats) / max(1, sum(n for _, n, _ in stats))
+
+    def test(self, split=None, write=True):
+        with parametrize.cached():  # masks folded into the weights once for the whole split
+            result = super().test(split, write)
+        print(f"Sparsity: {self.sparsity():.4g}%")
+        return result
+
+    def after_train(self):
+        print("Mask sparsity per layer (% of entries masked):")
+        for name, n, zeros in self.masks.layer_stats():
+            print(f"  {name[:-len('.mask_real')]:45s} {100.0 * zeros / n:8.4f}%  ({zeros:,} of {n:,})")
+        print(f"Sparsity: {self.sparsity():.4g}% of {self.masks.num_entries():,} mask entries")
+        super().after_train()
+
+    def run_extras(self):
+        stats = self.masks.layer_stats()
+        entries, zeros = sum(n for _, n, _ in stats), sum(z for _, _, z in stats)
+        visual = sum(p.numel() for n, p in self.visual.named_parameters() if not n.endswith("mask_real"))
+        return {"mask_entries": entries, "masked_entries": zeros, "sparsity_percent": 100.0 * zeros / max(1, entries),
+                "masked_percent_of_image_encoder": 100.0 * zeros / max(1, visual),
+                "per_layer_sparsity_percent": {n[:-len(".mask_real")]: 100.0 * z / c for n, c, z in stats},
+                "gdr_lambda": self.gdr_lambda, "mask_mlp": bool(self.cfg.MASK.MASK_MLP),
+                "teacher": "same encoder, masks off, no_grad, same batch"}
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
+        """Resume snapshots (with_rng) keep the real scores and Adam's state (exact resume);
+        every other checkpoint holds the bit-packed masks only."""
+        if with_rng:
+            return super().save_model(epoch, directory, val_result, model_name, with_rng, quiet)
+        sched = self._scheds[MODEL_NAME]
+        state = {
+            "state_dict": self.masks.packed(),
+            "epoch": epoch + 1,
+            "optimizer": None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "val_result": val_result,
+            "classnames": list(self.dm.classnames),
+            "mask_format": "packbits: bool mask flattened row-major, first entry in the most significant bit",
+            "mask_shapes": {n: list(s) for n, s in self.masks.shapes.items()},
+            "mask_threshold": float(self.cfg.MASK.THRESHOLD),
+            "sparsity_percent": self.sparsity(),
+        }
+        if self.best_result > -float("inf"):
+            state["best_result"] = float(self.best_result)
+        filename = model_name or f"model.pth.tar-{epoch + 1}"
+        # model-best is not the run's latest state: the `checkpoint` pointer keeps naming that
+        path = ckpt.save_checkpoint(state, directory, MODEL_NAME, filename, pointer=filename != "model-best.pth.tar")
+        if not quiet:
+            print(f"Checkpoint saved to {path}")
+        if not model_name and epoch + 1 < self.max_epoch and self.cfg.TRAIN.RESUME_FREQ > 0:
+            # A periodic checkpoint has no optimizer state: also write the resume snapshot, so
+            # that the `checkpoint` pointer names an exactly resumable file.
+            super().save_model(epoch, directory, model_name=ckpt.RESUME_FILE, with_rng=True, quiet=True)
+
+    def _load_state(self, name, module, state_dict, path):
+        """Every load (resume, --eval-only, best-val) goes through here: bit-packed masks (ours,
+        or the bytes of the original implementation) become scores first."""
+        if any(not (torch.is_tensor(v) and v.is_floating_point()) for v in state_dict.values()):
+            print("Binary masks loaded (scores set to threshold +- margin; training resumed from such a "
+                  "checkpoint restarts Adam's moments)")
+            state_dict = module.decode_state(state_dict, float(self.cfg.MASK.THRESHOLD), path)
+        super()._load_state(name, module, state_dict, path)
+
+
+class _no_autocast:
+    """Backward passes run outside autocast (PyTorch's advice); a no-op when it is off."""
+
+    def __init__(self, device):
+        self.ctx = torch.autocast(device.type, enabled=False) if torch.is_autocast_enabled(device.type) else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            return self.ctx.__exit__(*exc)
+        return False
+
+
+# ---- learned masks under other methods (the paper's CoOp + R-AMT, Tip-Adapter + R-AMT) ---------
+def with_learned_masks(base, name):
+    """Register `base` run on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS: a
+    checkpoint file or run folder): the masks are multiplied into a private copy of CLIP when
+    the method loads it, so the method itself is unchanged and its features are cached apart
+    from the unmasked encoder's (`backbone_id` carries the masks' digest). Sequential, as the
+    paper's combinations: train the masks first, then the method."""
+
+    def check_cfg(self, cfg):
+        base.check_cfg(self, cfg)
+        if not cfg.MASK.INIT_MASKS:
+            raise ConfigError(f"{name} runs {base.__name__} on learned masks: set MASK.INIT_MASKS to the "
+                              "output folder (or a shared/model.pth.tar-<epoch> file) of a MaskTuning run")
+
+    def load_clip(self, private=False):
+        model = base.load_clip(self, private=True)
+        path = self.cfg.MASK.INIT_MASKS
+        zeros = fold_masks(model, path, float(self.cfg.MASK.THRESHOLD))
+        print(f"Image encoder masked with {path}: {zeros:,} weights set to 0")
+        self.record["init_masks"] = path
+        return model
+
+    doc = f"{base.__name__} on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS)."
+    cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "__doc__": doc,
+                               "__module__": __name__})
+    return TRAINER_REGISTRY.register(cls)
+
+
+from .coop import CoOp  # noqa: E402
+from .tip_adapter import TipAdapter  # noqa: E402
+from .tip_adapter_f import TipAdapterF  # noqa: E402
+
+CoOp_RAMT = with_learned_masks(CoOp, "CoOp_RAMT")
+TipAdapter_RAMT = with_learned_masks(TipAdapter, "TipAdapter_RAMT")
+TipAdapterF_RAMT = with_learned_masks(TipAdapterF, "TipAdapterF_RAMT")
