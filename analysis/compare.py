@@ -49,7 +49,8 @@ def zero_shot_rows(runs):
 
 def few_shot_tables(runs):
     """(rows, datasets): curve rows (per dataset and the average) and the datasets they cover."""
-    runs = [r for r in runs if _subsample(r) == "all"]
+    # TaskResEnhancedBase runs only produce the enhanced base that TaskRes runs then use.
+    runs = [r for r in runs if _subsample(r) == "all" and r.trainer != "TaskResEnhancedBase"]
     rows = curve_table(runs)
     datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
     if len(datasets) > 1:

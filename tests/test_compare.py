@@ -99,3 +99,23 @@ def test_runs_with_other_settings_are_told_apart_by_their_recorded_config(tmp_pa
     rows = curve_table(find_runs(root))
     assert sorted((r["method"], r["mean"]) for r in rows) == [
         ("TaskRes [OPTIM.MAX_EPOCH=100]", 61.5), ("TaskRes [OPTIM.MAX_EPOCH=20]", 53.5)]
+
+
+@pytest.mark.slow
+def test_all_methods_script_builds_the_comparison(tmp_path, tiny_clip_path):
+    import subprocess
+
+    from synthetic.layouts import write_eurosat
+
+    write_eurosat(str(tmp_path / "data"), per_class=12)
+    env = dict(os.environ, DATA=str(tmp_path / "data"), DATASETS="eurosat", SHOTS="1 2", SEEDS="1",
+               BACKBONE=tiny_clip_path, OUTPUT=str(tmp_path / "out"),
+               EXTRA_OPTS=f"OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAIN.TENSORBOARD False "
+                          f"FEATURES.CACHE_DIR {tmp_path / 'store'}")
+    subprocess.run(["bash", "scripts/all_methods.sh"], env=env, check=True, capture_output=True)
+    text = open(tmp_path / "out" / "comparison.md").read()
+    for method in ("ZeroshotCLIP", "LinearProbe", "CoOp", "CoCoOp", "CLIP_Adapter", "TipAdapter", "TipAdapterF",
+                   "TaskRes (enhanced base)", "TaskRes ["):
+        assert f"| {method}" in text, method
+    assert "TaskResEnhancedBase" not in text
+    assert os.path.getsize(tmp_path / "out" / "curves.png") > 0
