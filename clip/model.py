@@ -1,12 +1,15 @@
 """`clip.load`: turn a backbone name into a frozen open_clip `CLIP` module.
 
 Three kinds of names:
-  * an OpenAI name ("RN50", "ViT-B/16", ...): the checksummed file is downloaded into the cache;
-  * a path to a file in OpenAI's format: a TorchScript archive like the released .pt files, a
-    plain state dict, or a training checkpoint {"state_dict": ...} (a "module." prefix is
-    stripped). The architecture is inferred from the tensor shapes, as the original `clip`
-    package does, and is assumed to be OpenAI's (QuickGELU); weights trained with open_clip's
-    GELU models belong in the third form, whose `pretrained` part may also be a file path;
+  * an OpenAI name ("RN50", "ViT-B/16", ...): the checksummed file from the CLIP cache, else
+    open_clip's copy of the same weights on the Hugging Face hub, else the legacy OpenAI URL
+    (see `weights.fetch_openai`);
+  * a path to a file in OpenAI's key names: a TorchScript archive like the released .pt files, a
+    plain state dict, a training checkpoint {"state_dict": ...} (a "module." prefix is
+    stripped), or a .safetensors file (open_clip's hub copies of OpenAI's weights). The
+    architecture is inferred from the tensor shapes, as the original `clip` package does, and
+    is assumed to be OpenAI's (QuickGELU); weights trained with open_clip's GELU models belong
+    in the third form, whose `pretrained` part may also be a file path;
   * an open_clip "model:pretrained" pair such as "ViT-B-32:laion2b_s34b_b79k".
 """
 import difflib
@@ -20,8 +23,8 @@ from open_clip.model import build_model_from_openai_state_dict
 
 from engine.errors import ConfigError, UserError, WeightsError
 
-from .weights import MODEL_URLS, available_models, default_cache_dir, download, sha256_file, \
-    url_sha256
+from .weights import MODEL_URLS, Unavailable, available_models, fetch_openai, hub_download_hint, \
+    sentence, sha256_file, through_hub
 
 PRECISIONS = ("fp16", "fp32", "amp")
 
@@ -35,6 +38,31 @@ def read_state_dict(path):
     """State dict of a CLIP file: TorchScript archive, plain state dict, or {"state_dict": ...}."""
     if not os.path.isfile(path):
         raise WeightsError(f"CLIP weights file not found: {path}")
+    if str(path).endswith(".safetensors"):
+        sd = _read_safetensors(path)
+    else:
+        sd = _read_torch(path)
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors.")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _read_safetensors(path):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"Cannot read CLIP weights from {path}: {str(e).splitlines()[0][:200]}. "
+                           "The file may be truncated or corrupt; delete it and download it "
+                           "again.") from e
+
+
+def _read_torch(path):
     try:
         with warnings.catch_warnings():
             # The released OpenAI files are TorchScript; torch marks the loader as deprecated.
@@ -48,13 +76,7 @@ def read_state_dict(path):
                                f"archive nor a torch state dict ({type(e).__name__}: "
                                f"{str(e).splitlines()[0][:200]}). The file may be truncated or "
                                "corrupt; delete it and download it again.") from e
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors.")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    return sd
 
 
 def _check_clip_keys(sd, source):
@@ -113,7 +135,7 @@ def _load_open_clip(name, device, precision, cache_dir):
     arch, tag = name.split(":", 1)
     if arch == "hf-hub":
         # open_clip's own scheme: the whole name is the model id, weights come with it.
-        arch, tag = name, None
+        arch, tag, repo, quick_gelu = name, None, name[len("hf-hub:"):], False
     else:
         if arch not in open_clip.list_models():
             close = difflib.get_close_matches(arch, open_clip.list_models(), n=3, cutoff=0.6)
@@ -126,12 +148,33 @@ def _load_open_clip(name, device, precision, cache_dir):
                             f"tags: {', '.join(tags) or 'none'}. A path to a weights file also works.")
         if tag not in tags:
             tag = os.path.expanduser(tag)
-    try:
+        cfg = (open_clip.get_pretrained_cfg(arch, tag) or {}) if tag in tags else {}
+        hub, quick_gelu = cfg.get("hf_hub", ""), cfg.get("quick_gelu", False)
+        repo = os.path.split(hub)[0]  # 'org/repo/' or 'org/repo/file' -> 'org/repo'
+    cache = os.path.expanduser(cache_dir) if cache_dir else None
+
+    def create():
         model, _, _ = open_clip.create_model_and_transforms(
-            arch, pretrained=tag, precision=precision, device=device, cache_dir=cache_dir)
+            arch, pretrained=tag, precision=precision, device=device, cache_dir=cache,
+            require_pretrained=True)
+        return model
+
+    try:
+        # Hub downloads go through `through_hub`: the cache first, no retry loop when offline.
+        model = through_hub(create, repo, cache_dir) if repo else create()
+    except Unavailable as e:
+        whole_repo = arch.startswith("hf-hub:")
+        msg = (f"Could not get open_clip weights {name!r}: {e}. To fix it, "
+               + hub_download_hint(repo, cache_dir, None if whole_repo else "open_clip_*"))
+        if not whole_repo and not quick_gelu:
+            # (A file path loses the tag's QuickGELU flag, so it is no advice for OpenAI tags.)
+            msg += (f"; or pass the weights file itself as "
+                    f"'{arch}:/path/to/open_clip_model.safetensors'")
+        raise WeightsError(msg + ". MODEL.BACKBONE.CACHE_DIR sets the Hugging Face cache "
+                           "folder.") from None
     except (RuntimeError, OSError, ValueError) as e:
         where = cache_dir or "open_clip's default cache (the Hugging Face hub cache)"
-        raise WeightsError(f"Could not get open_clip weights {name!r}: {str(e).splitlines()[0][:300]} "
+        raise WeightsError(f"Could not get open_clip weights {name!r}: {sentence(e)} "
                            f"Without network access, the files must already be in {where}; the "
                            "folder can be set with MODEL.BACKBONE.CACHE_DIR.") from e
     if tag is not None and os.path.isfile(tag):
@@ -146,18 +189,19 @@ def load(name, device="cpu", precision=None, cache_dir=None):
 
     precision: None picks fp16 on CUDA (OpenAI's mixed fp16 weights, as the references run) and
     fp32 elsewhere; "fp16" off CUDA falls back to fp32; "fp32" and "amp" give fp32 weights.
+    cache_dir: MODEL.BACKBONE.CACHE_DIR; holds OpenAI's files (e.g. RN50.pt) and hub downloads.
     Adds `input_resolution` (int), `embed_dim` and `backbone_id` (identifies the weights, for
-    feature caches) to the returned module.
+    feature caches: the SHA-256 of the weights file for OpenAI names and paths) to the module.
     """
     device = torch.device(device)
     precision = _resolve_precision(precision, device)
     print(f"Loading CLIP (backbone: {name})")
     path = os.path.expanduser(str(name))
     if name in MODEL_URLS:
-        url = MODEL_URLS[name]
-        path = download(url, cache_dir or default_cache_dir())
+        path, backbone_id, source = fetch_openai(name, cache_dir)
+        if source.startswith("Hugging Face"):
+            print(f"Using the {source} of {name}: {path}")
         model = build_model(read_state_dict(path), precision, source=path)
-        backbone_id = url_sha256(url)  # verified by `download`
     elif os.path.isfile(path):
         model = build_model(read_state_dict(path), precision, source=path)
         backbone_id = sha256_file(path)

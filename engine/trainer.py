@@ -498,6 +498,11 @@ class Trainer:
             if self._scheds[name] is not None and state.get("scheduler"):
                 self._scheds[name].load_state_dict(state["scheduler"])
                 print("Loaded scheduler")
+            elif self._scheds[name] is not None and "epoch" in state:
+                # A Dassl-written checkpoint pickles its scheduler object, which is not read: the
+                # per-epoch schedule only needs the number of finished epochs.
+                self._scheds[name].load_state_dict({"last_epoch": int(state["epoch"])})
+                print(f"Scheduler set to epoch {state['epoch']}")
             if self.grad_scaler is not None and state.get("scaler"):
                 self.grad_scaler.load_state_dict(state["scaler"])
             if state.get("best_result") is not None:

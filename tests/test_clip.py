@@ -161,6 +161,7 @@ def test_offline_without_cache_says_where_to_put_the_file(tmp_path):
 def test_load_by_openai_name_downloads_into_cache_dir(served, tmp_path, monkeypatch, capsys):
     server, sha, weights = served
     monkeypatch.setitem(clip.MODEL_URLS, "ViT-B/32", server.url(f"{sha}/tiny.pt"))
+    monkeypatch.setitem(clip.weights.HUB_IDS, "ViT-B/32", None)  # never the real hub copy
     model = clip.load("ViT-B/32", cache_dir=str(tmp_path / "c"))
     assert "Loading CLIP (backbone: ViT-B/32)" in capsys.readouterr().out
     assert model.backbone_id == sha and os.path.isfile(tmp_path / "c" / "tiny.pt")
@@ -169,6 +170,7 @@ def test_load_by_openai_name_downloads_into_cache_dir(served, tmp_path, monkeypa
 def test_load_by_openai_name_offline(tmp_path, monkeypatch):
     url = closed_port_url(f"{'1' * 64}/RN50.pt")
     monkeypatch.setitem(clip.MODEL_URLS, "RN50", url)
+    monkeypatch.setitem(clip.weights.HUB_IDS, "RN50", None)
     with pytest.raises(WeightsError, match=re.escape(str(tmp_path / "RN50.pt"))):
         clip.load("RN50", cache_dir=str(tmp_path))
 
