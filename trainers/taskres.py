@@ -133,11 +133,6 @@ class TaskRes(Trainer):
         cfg.TRAINER.TaskRes.VARIANT = "text"
         cfg.TRAINER.TaskRes.LEARNABLE_SCALE = False
         cfg.TRAINER.TaskRes.MLP_REDUCTION = 4
-        if "COCOOP" not in cfg.TRAINER:
-            cfg.TRAINER.COCOOP = CN()
-            cfg.TRAINER.COCOOP.N_CTX = 16
-            cfg.TRAINER.COCOOP.CTX_INIT = ""
-            cfg.TRAINER.COCOOP.PREC = "fp16"
 
     def check_cfg(self, cfg):
         if cfg.TRAINER.TaskRes.VARIANT not in VARIANTS:

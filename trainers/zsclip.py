@@ -5,7 +5,6 @@ features of the 7 selected ImageNet templates plus the custom one (only the 7 fo
 Both replace underscores in class names with spaces, as the reference does.
 """
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
 import clip
 from engine.registry import TRAINER_REGISTRY
@@ -17,17 +16,6 @@ from .text import encode_prompts
 
 class _ZeroshotBase(Trainer):
     reference_image_encoder_prec = "fp16"  # the reference never casts CLIP to fp32 here
-
-    @classmethod
-    def extend_cfg(cls, cfg):
-        # CoOp's train.py adds these nodes; reference configs and scripts may set them.
-        if "COOP" not in cfg.TRAINER:
-            cfg.TRAINER.COOP = CN()
-            cfg.TRAINER.COOP.N_CTX = 16
-            cfg.TRAINER.COOP.CSC = False
-            cfg.TRAINER.COOP.CTX_INIT = ""
-            cfg.TRAINER.COOP.PREC = "fp16"
-            cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
 
     def templates(self):
         raise NotImplementedError

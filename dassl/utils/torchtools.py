@@ -8,15 +8,14 @@ and plain containers and replaces every other object by an inert placeholder (no
 file runs), which is enough for the `state_dict` that trainer files take from it.
 """
 import os
-import pickle
 import shutil
-import types
 import warnings
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
+from engine.checkpoint import load_checkpoint as _engine_load_checkpoint
 from engine.checkpoint import read_pointer, set_rng_state, strip_module
 from engine.errors import UserError
 from engine.io import save_text, save_torch
@@ -53,76 +52,17 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
 # Reading checkpoints, including Dassl's own
 
 
-class _Placeholder:
-    """Takes the place of an object a checkpoint pickled but that is not needed to read its
-    tensors (a torch LR scheduler or optimizer object, a Dassl class). Runs no code."""
-
-    def __init__(self, *args, **kwargs):
-        self._args = args
-
-    def __setstate__(self, state):
-        self._state = state
-
-    def __repr__(self):
-        return f"<{self._pickled_name} (not restored)>"
-
-
-_PLACEHOLDERS = {}
-
-_ALLOWED = {
-    ("collections", "OrderedDict"), ("collections", "defaultdict"),
-    ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"), ("torch._tensor", "_rebuild_from_type_v2"),
-    ("torch", "Size"), ("torch", "device"), ("torch", "Tensor"), ("torch.nn.parameter", "Parameter"),
-    ("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-_ALLOWED_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "bool", "str", "bytes", "complex",
-                     "slice"}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED or (module == "builtins" and name in _ALLOWED_BUILTINS):
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        key = f"{module}.{name}"
-        if key not in _PLACEHOLDERS:
-            _PLACEHOLDERS[key] = type(name, (_Placeholder,), {"_pickled_name": key})
-        return _PLACEHOLDERS[key]
-
-
-def _restricted_load(f, **kwargs):
-    return _RestrictedUnpickler(f, **kwargs).load()
-
-
-_restricted_pickle = types.SimpleNamespace(__name__="restricted_pickle", Unpickler=_RestrictedUnpickler,
-                                           load=_restricted_load)
-
 
 def load_checkpoint(fpath):
-    """The dict saved in `fpath`, tensors on the CPU (load_state_dict moves them)."""
+    """The dict saved in `fpath`, tensors on the CPU (load_state_dict moves them). Checkpoints
+    written by Dassl itself load too: their pickled scheduler objects are read as inert
+    placeholders and dropped (the entry becomes None); any other pickled object refuses the file
+    unread (engine.checkpoint.load_checkpoint)."""
     if fpath is None:
         raise ValueError("File path is None")
     if not os.path.isfile(fpath):
         raise CheckpointNotFound(f'No file found at "{fpath}"')
-    try:
-        return torch.load(fpath, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # pickled Python objects besides tensors, e.g. Dassl's scheduler: read it restricted
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise UserError(f"Cannot read checkpoint {fpath}: {e}") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            state = torch.load(fpath, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise UserError(f"Cannot read checkpoint {fpath}: {e}") from None
-    print(f"Note: {fpath} holds pickled Python objects besides tensors (Dassl pickles its LR scheduler); "
-          "only tensors and plain values were restored from it")
-    return state
+    return _engine_load_checkpoint(fpath, "cpu")
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):

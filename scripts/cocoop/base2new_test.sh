@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# CoCoOp base-to-new generalization, step 2: evaluate the model trained by base2new_train.sh on
+# the new classes (the second half of the sorted labels), one seed (CoCoOp's
+# scripts/cocoop/base2new_test.sh). No training: the same checkpoint, the new class names.
+#
+#   bash scripts/cocoop/base2new_test.sh DATASET SEED [DATA]
+#
+# Loads $OUTPUT/base2new/train_base/DATASET/shots_SHOTS/CoCoOp/CFG/seedSEED
+#       (prompt_learner/model.pth.tar-LOAD_EPOCH)
+# and writes $OUTPUT/base2new/test_SUB/DATASET/shots_SHOTS/CoCoOp/CFG/seedSEED.
+# Environment: CFG (vit_b16_c4_ep10_batch1_ctxv1), SHOTS (16), LOAD_EPOCH (10), SUB (new; "base"
+# re-evaluates the base classes, "all" all of them), OUTPUT (output), EXTRA_OPTS, PYTHON, DATA.
+# A folder that already holds results.json is skipped.
+set -euo pipefail
+
+usage() {
+    echo "usage: bash scripts/cocoop/base2new_test.sh DATASET SEED [DATA]" >&2
+}
+
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+    usage
+    exit 2
+fi
+
+DATASET=$1
+SEED=$2
+DATA=${3:-${DATA:-}}
+CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1}
+SHOTS=${SHOTS:-16}
+LOAD_EPOCH=${LOAD_EPOCH:-10}
+SUB=${SUB:-new}
+OUTPUT=${OUTPUT:-output}
+read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+case $SUB in
+    all|base|new) ;;
+    *) echo "error: SUB must be all, base or new, got '$SUB'" >&2; exit 2 ;;
+esac
+if [ -z "$DATA" ]; then
+    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 3rd argument" >&2
+    usage
+    exit 2
+fi
+DATA=$(require_data "$DATA") || exit 2
+OUTPUT=$(from_caller "$OUTPUT")
+
+DATASET_CFG=configs/datasets/${DATASET}.yaml
+TRAINER_CFG=configs/trainers/CoCoOp/${CFG}.yaml
+require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
+
+MODEL_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/CoCoOp/${CFG}/seed${SEED}
+DIR=${OUTPUT}/base2new/test_${SUB}/${DATASET}/shots_${SHOTS}/CoCoOp/${CFG}/seed${SEED}
+CKPT=$MODEL_DIR/prompt_learner/model.pth.tar-$LOAD_EPOCH
+if [ ! -f "$CKPT" ]; then
+    {
+        echo "error: checkpoint not found: $CKPT"
+        echo "Train on the base classes first:"
+        echo "  bash scripts/cocoop/base2new_train.sh $DATASET $SEED $DATA"
+        echo "(or set LOAD_EPOCH to the epoch of the checkpoint you have)"
+    } >&2
+    exit 2
+fi
+if [ -f "$DIR/results.json" ]; then
+    echo "Skip: finished evaluation at $DIR"
+    exit 0
+fi
+echo "Run: ${DIR}"
+(cd "$REPO" && "${PY[@]}" train.py \
+    --root "$DATA" \
+    --seed "$SEED" \
+    --trainer CoCoOp \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir "$DIR" \
+    --model-dir "$MODEL_DIR" \
+    --load-epoch "$LOAD_EPOCH" \
+    --eval-only \
+    DATASET.NUM_SHOTS "$SHOTS" \
+    DATASET.SUBSAMPLE_CLASSES "$SUB" \
+    ${EXTRA[@]+"${EXTRA[@]}"})
