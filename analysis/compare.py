@@ -133,6 +133,17 @@ def markdown_base_to_new(rows):
     return "\n".join(out) + "\n"
 
 
+def csv_rows(rows, b2n):
+    """Every cell of both tables as CSV_FIELDS rows."""
+    table = [dict(r, table="few-shot") for r in rows]
+    for r in b2n:
+        for part in ("base", "new", "hm"):
+            table.append({"table": f"base-to-new {part}", "dataset": r["dataset"], "method": r["method"],
+                          "shots": r["shots"], "n": r.get(f"n_{part}", ""), "mean": r[part], "std": None,
+                          "seeds": ""})
+    return table
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,13 +174,7 @@ def main(argv=None):
         from engine.io import save_text
         save_text(text, args.out)
     if args.csv:
-        table = [dict(r, table="few-shot") for r in rows]
-        for r in b2n:
-            for part in ("base", "new", "hm"):
-                table.append({"table": f"base-to-new {part}", "dataset": r["dataset"], "method": r["method"],
-                              "shots": r["shots"], "n": r.get(f"n_{part}", ""), "mean": r[part], "std": None,
-                              "seeds": ""})
-        write_csv(table, CSV_FIELDS, args.csv)
+        write_csv(csv_rows(rows, b2n), CSV_FIELDS, args.csv)
     if args.figure:
         curves = [r for r in rows if r["shots"] > 0]
         if not curves:
