@@ -20,7 +20,6 @@ and last from the log (`Loading trainer:`, `Loading dataset:`, `>> Use enhanced 
 import argparse
 import json
 import os
-import pickle
 import re
 import sys
 from collections import defaultdict
@@ -29,6 +28,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from engine.checkpoint import load_checkpoint
+from engine.errors import UserError
 from parse_test_res import TEST_END_SIGNAL, find_log, parse_log
 
 # configs/datasets/<stem>.yaml -> DATASET.NAME
@@ -324,10 +325,10 @@ def load_taskres(run_or_path):
             raise FileNotFoundError(f"no prompt_learner/model.pth.tar-<epoch> in {folder}")
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+    try:  # the engine's reader: reference (Dassl) checkpoints pickle their scheduler
+        state = load_checkpoint(path, "cpu")
+    except UserError as e:
+        raise ValueError(str(e)) from None
     sd = state.get("state_dict") if isinstance(state, dict) else None
     if not isinstance(sd, dict) or "text_feature_residuals" not in sd or "base_text_features" not in sd:
         raise ValueError(f"{path} is not a TaskRes checkpoint (expected state_dict with "

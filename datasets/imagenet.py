@@ -8,15 +8,86 @@ DATASETS.md#imagenet and `prepare_datasets.py --export-fewshot`).
 Labels index the classes of `classnames.txt` (sorted wnids, CLIP's names): the same labels as
 CoOp's sorted folders on a complete copy, and still aligned with a 1000-class classifier when
 only some classes are present. The variants (imagenet_variants.py) share this class list.
+
+Listing 1.28M training files takes minutes on network storage, and every run needs the full
+listing (the few-shot subset is drawn from it and checked against it). So the listing of a
+folder of class folders is cached, as CoOp caches `preprocessed.pkl`: in memory for the runs of
+one process, and in `<dataset dir>/listing_cache/<folder>.json` for every later process. The
+cache is keyed by the sorted entry names of the folder and each class folder's mtime (adding,
+removing or renaming an image changes its folder's mtime), so a changed tree is listed again.
 """
+import hashlib
+import json
 import os
+import stat
+import time
 
 from engine.errors import DatasetError
+from engine.io import atomic_write
 from engine.registry import DATASET_REGISTRY
 
 from .base import Datum, LocalDataset, listdir_nohidden, read_lines, subsample_classes, subsample_labels
 
 CLASSNAMES_FILE = "classnames.txt"
+LISTING_CACHE_DIR = "listing_cache"
+LISTING_VERSION = 1
+SETTLE_S = 2.0  # a folder changed this recently may still be changing: do not cache it yet
+_LISTINGS = {}  # (folder, signature) -> listing, for the runs of this process
+
+
+def folder_signature(split_dir):
+    """What invalidates a cached listing: the folder's entries, their kind and mtimes."""
+    entries, newest = [], 0
+    for name in listdir_nohidden(split_dir):
+        st = os.stat(os.path.join(split_dir, name))
+        entries.append([name, stat.S_ISDIR(st.st_mode), st.st_mtime_ns])
+        newest = max(newest, st.st_mtime_ns)
+    digest = hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()
+    return digest, newest / 1e9
+
+
+def list_class_folders(split_dir, cache_path=None):
+    """{entry name: sorted image names (a folder) or None (a file)}, from the process memory, the
+    cache file (when its signature matches) or the disk (then cached)."""
+    signature, newest = folder_signature(split_dir)
+    key = (os.path.abspath(split_dir), signature)
+    if key in _LISTINGS:
+        return _LISTINGS[key]
+    listing = _read_listing(cache_path, signature) if cache_path else None
+    if listing is None:
+        listing = {}
+        for name in listdir_nohidden(split_dir):
+            path = os.path.join(split_dir, name)
+            listing[name] = listdir_nohidden(path) if os.path.isdir(path) else None
+        if cache_path and time.time() - newest > SETTLE_S:
+            _write_listing(cache_path, split_dir, signature, listing)
+    _LISTINGS[key] = listing
+    return listing
+
+
+def _read_listing(path, signature):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        print(f"Note: ignoring the listing cache {path} ({type(e).__name__}); listing the folders again")
+        return None
+    if not isinstance(data, dict) or data.get("version") != LISTING_VERSION or data.get("signature") != signature:
+        return None
+    listing = data.get("listing")
+    return listing if isinstance(listing, dict) else None
+
+
+def _write_listing(path, split_dir, signature, listing):
+    data = {"version": LISTING_VERSION, "folder": os.path.abspath(split_dir), "signature": signature,
+            "listing": listing}
+    try:
+        with atomic_write(path, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+    except OSError as e:
+        print(f"Note: cannot write the listing cache {path} ({e}); the folders are listed again by every process")
 
 
 class ImageNetFamily(LocalDataset):
@@ -42,13 +113,16 @@ class ImageNetFamily(LocalDataset):
     def class_folders(self, split_dir, folder_to_label):
         """{label: [image paths, sorted]} for the class folders of `split_dir`."""
         self.require_dirs(split_dir)
+        rel = os.path.relpath(os.path.abspath(split_dir), self.dataset_dir)
+        cache = None if rel.startswith("..") else os.path.join(
+            self.dataset_dir, LISTING_CACHE_DIR, rel.replace(os.sep, "_") + ".json")
         out, unknown, loose = {}, [], []
-        for name in listdir_nohidden(split_dir):
+        for name, images in list_class_folders(split_dir, cache).items():
             path = os.path.join(split_dir, name)
-            if not os.path.isdir(path):
+            if images is None:
                 loose.append(name)
             elif name in folder_to_label:
-                out[folder_to_label[name]] = [os.path.join(path, im) for im in listdir_nohidden(path)]
+                out[folder_to_label[name]] = [os.path.join(path, im) for im in images]
             else:
                 unknown.append(name)
         if unknown:

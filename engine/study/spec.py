@@ -1,0 +1,262 @@
+"""The study file: what to run, as data (configs/studies/*.yaml; docs/studies.md).
+
+    name: taskres_paper                # default: the file name
+    protocol: few-shot                 # few-shot | base-to-new | dg
+    root: $DATA                        # dataset root ($VARS expanded; --root wins)
+    output: output                     # output root (--output wins)
+    datasets: [caltech101, dtd]        # configs/datasets stems
+    shots: [1, 2, 4, 8, 16]
+    seeds: [1, 2, 3]
+    backbones: [RN50, ViT-B/16]        # optional; default: each config's own backbone
+    opts: {FEATURES.MODE: cached}      # overrides for every run
+    grid: {OPTIM.LR: [1e-3, 2e-3]}     # extra keys: every combination runs
+    methods:
+      - TaskRes                        # a recipe table of configs/recipes.yaml
+      - {name: CoOp-CSC, trainer: CoOp, recipe: CoOp, opts: {TRAINER.COOP.CSC: True}}
+      - {name: ZS, trainer: ZeroshotCLIP2, config: configs/trainers/ZeroshotCLIP/rn50.yaml,
+         eval_only: true, shots: [0], seeds: null}
+    targets: [imagenetv2, imagenet_sketch]   # dg: evaluated with the source-trained models
+    slurm: {timeout_min: 240, gpus_per_node: 1, groups: {imagenet: {timeout_min: 1440}}}
+
+Relative `root`, `output` and `strong_base` are relative to the folder `study.py` runs in (as
+for the shell scripts); config files are relative to the repository root.
+"""
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import yaml
+
+from engine.errors import UserError
+from engine.recipes import REPO, load_table
+
+PROTOCOLS = ("few-shot", "base-to-new", "dg")
+STUDY_KEYS = ("name", "protocol", "root", "output", "strong_base", "datasets", "shots", "seeds", "backbones",
+              "opts", "grid", "methods", "targets", "slurm", "description")
+METHOD_KEYS = ("name", "trainer", "recipe", "config", "opts", "grid", "shots", "seeds", "eval_only",
+               "enhanced_base", "enhance_config", "folder", "dg_config")
+SLURM_OWN_KEYS = ("groups", "array_parallelism", "max_requeues", "cluster")
+DEFAULT_ENHANCE_CONFIG = "configs/trainers/TaskResEnhancedBase/adam_lr1e-4_B256_ep50.yaml"
+DEFAULT_SHOTS = {"few-shot": [1, 2, 4, 8, 16], "base-to-new": [16], "dg": [16]}
+
+
+class StudyError(UserError):
+    pass
+
+
+@dataclass
+class Method:
+    name: str
+    trainer: str
+    recipe: str = ""  # a configs/recipes.yaml table, or "" with an explicit config
+    config: str = ""
+    opts: Dict[str, str] = field(default_factory=dict)
+    grid: Dict[str, List[str]] = field(default_factory=dict)
+    shots: Optional[List[int]] = None  # None: the study's
+    seeds: Optional[List[Optional[int]]] = None
+    eval_only: bool = False
+    enhanced_base: str = "none"  # none | produce | a path template
+    enhance_config: str = DEFAULT_ENHANCE_CONFIG
+    folder: str = ""  # run folder template; "" = the default layout
+    dg_config: str = ""
+
+
+@dataclass
+class Study:
+    path: str
+    name: str
+    protocol: str
+    root: str
+    output: str
+    strong_base: str
+    datasets: List[str]
+    shots: List[int]
+    seeds: List[Optional[int]]
+    backbones: List[Optional[str]]
+    opts: Dict[str, str]
+    grid: Dict[str, List[str]]
+    methods: List[Method]
+    targets: List[str] = field(default_factory=list)
+    slurm: Dict = field(default_factory=dict)
+
+    @property
+    def state_dir(self):
+        """Where the study keeps its own files (group lists, worker logs, submitit folders)."""
+        return os.path.join(self.output, ".study", self.name)
+
+
+def _unknown(keys, allowed, where):
+    bad = [k for k in keys if k not in allowed]
+    if bad:
+        hints = []
+        for k in bad:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise StudyError(f"{where}: unknown key {', '.join(hints)}; known keys: {', '.join(allowed)}")
+
+
+def _list(value, what, where, cast=None, allow_none=False):
+    if value is None and allow_none:
+        return [None]
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    if not value:
+        raise StudyError(f"{where}: {what} is empty")
+    if cast is None:
+        return list(value)
+    try:
+        return [cast(v) for v in value]
+    except (TypeError, ValueError):
+        raise StudyError(f"{where}: {what} must be a list of {cast.__name__}s, got {value!r}") from None
+
+
+def _value(v):
+    """A yaml value as the string train.py's KEY VALUE overrides take (yacs literal_eval)."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return repr(list(v))
+    return str(v)
+
+
+def _opts(value, where):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise StudyError(f"{where}: opts must be a mapping KEY: value, got {value!r}")
+    return {str(k): _value(v) for k, v in value.items()}
+
+
+def _grid(value, where):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise StudyError(f"{where}: grid must be a mapping KEY: [values], got {value!r}")
+    return {str(k): [_value(x) for x in _list(v, f"grid {k}", where)] for k, v in value.items()}
+
+
+def expand_path(value, what, required=False):
+    """$VARS and ~ expanded; an unset variable is an error naming it."""
+    if value in (None, ""):
+        if required:
+            raise StudyError(f"no {what} given")
+        return ""
+    text = os.path.expanduser(os.path.expandvars(str(value)))
+    if "$" in text:
+        raise StudyError(f"{what} {value!r} uses an environment variable that is not set; set it or pass "
+                         f"--{what} on the command line")
+    return os.path.abspath(text)
+
+
+def repo_path(path):
+    """A config file: as given if it exists, else relative to the repository root."""
+    if os.path.isabs(path) or os.path.isfile(path):
+        return os.path.abspath(path)
+    return os.path.join(REPO, path)
+
+
+def _method(entry, i, tables):
+    where = f"methods[{i}]"
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict) or "name" not in entry and "trainer" not in entry:
+        raise StudyError(f"{where}: a method is a recipe table name or a mapping with name/trainer, got {entry!r}")
+    _unknown(entry, METHOD_KEYS, where)
+    name = str(entry.get("name") or entry["trainer"])
+    where = f"method {name!r}"
+    trainer = str(entry.get("trainer") or name)
+    config = str(entry.get("config") or "")
+    recipe = str(entry.get("recipe") or "")
+    if config and recipe:
+        raise StudyError(f"{where}: give either recipe (a configs/recipes.yaml table) or config, not both")
+    if not config and not recipe:
+        if trainer in tables or name in tables:
+            recipe = trainer if trainer in tables else name
+        else:
+            raise StudyError(f"{where}: no recipe table named {trainer!r} in configs/recipes.yaml "
+                             f"(tables: {', '.join(sorted(tables))}); give recipe: TABLE or config: FILE")
+    if recipe and recipe not in tables:
+        raise StudyError(f"{where}: no recipe table {recipe!r} in configs/recipes.yaml; "
+                         f"tables: {', '.join(sorted(tables))}")
+    if config and not os.path.isfile(repo_path(config)):
+        raise StudyError(f"{where}: config file {config} not found")
+    enhanced = str(entry.get("enhanced_base", "none") or "none")
+    if enhanced != "none" and trainer != "TaskRes":
+        raise StudyError(f"{where}: enhanced_base is a TaskRes setting (trainer is {trainer})")
+    return Method(
+        name=name, trainer=trainer, recipe=recipe, config=config,
+        opts=_opts(entry.get("opts"), where), grid=_grid(entry.get("grid"), where),
+        shots=_list(entry["shots"], "shots", where, int) if "shots" in entry else None,
+        seeds=(_list(entry["seeds"], "seeds", where, int, allow_none=True) if "seeds" in entry else None),
+        eval_only=bool(entry.get("eval_only", False)), enhanced_base=enhanced,
+        enhance_config=str(entry.get("enhance_config") or DEFAULT_ENHANCE_CONFIG),
+        folder=str(entry.get("folder") or ""), dg_config=str(entry.get("dg_config") or ""))
+
+
+def load_study(path, root=None, output=None):
+    """The Study of a yaml file; `root` / `output` override the file's."""
+    if not os.path.isfile(path):
+        raise StudyError(f"study file {path} not found (examples: configs/studies/)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise StudyError(f"study file {path} is not valid yaml: {e}") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"study file {path} must be a mapping of keys ({', '.join(STUDY_KEYS)})")
+    where = f"study file {path}"
+    _unknown(data, STUDY_KEYS, where)
+    protocol = str(data.get("protocol", "few-shot"))
+    if protocol not in PROTOCOLS:
+        raise StudyError(f"{where}: protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if "datasets" not in data:
+        raise StudyError(f"{where}: no datasets (configs/datasets stems, e.g. [caltech101, dtd])")
+    datasets = _list(data["datasets"], "datasets", where, str)
+    for d in datasets + [str(t) for t in (data.get("targets") or [])]:
+        if not os.path.isfile(os.path.join(REPO, "configs", "datasets", f"{d}.yaml")):
+            known = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, "configs", "datasets")))
+            raise StudyError(f"{where}: unknown dataset {d!r}; configs/datasets has {', '.join(known)}")
+    targets = _list(data["targets"], "targets", where, str) if data.get("targets") else []
+    if protocol == "dg" and not targets:
+        raise StudyError(f"{where}: protocol dg needs targets (e.g. [imagenetv2, imagenet_sketch, imagenet_a, "
+                         f"imagenet_r])")
+    if targets and protocol != "dg":
+        raise StudyError(f"{where}: targets are for protocol dg")
+    if not data.get("methods"):
+        raise StudyError(f"{where}: no methods")
+    tables = load_table()
+    methods = [_method(m, i, tables) for i, m in enumerate(_list(data["methods"], "methods", where))]
+    names = [m.name for m in methods]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise StudyError(f"{where}: method names must be unique (they label the tables): {', '.join(dup)}")
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise StudyError(f"{where}: slurm must be a mapping of submitit parameters")
+    name = str(data.get("name") or os.path.splitext(os.path.basename(path))[0])
+    if not name or os.sep in name or name.startswith("."):
+        raise StudyError(f"{where}: name {name!r} must be a plain folder name")
+    root_value = root if root else data.get("root", "$DATA" if os.environ.get("DATA") else "")
+    try:
+        root_path = expand_path(root_value, "root")
+    except StudyError:
+        root_path = ""  # checked when runs start; `plan` and `status` work without data
+    return Study(
+        path=os.path.abspath(path), name=name, protocol=protocol, root=root_path,
+        output=expand_path(output or data.get("output") or "output", "output", required=True),
+        strong_base=expand_path(data.get("strong_base") or "strong_base", "strong_base"),
+        datasets=datasets, shots=_list(data.get("shots", DEFAULT_SHOTS[protocol]), "shots", where, int),
+        seeds=_list(data.get("seeds", [1, 2, 3]), "seeds", where, int, allow_none=True),
+        backbones=_list(data["backbones"], "backbones", where, str) if data.get("backbones") else [None],
+        opts=_opts(data.get("opts"), where), grid=_grid(data.get("grid"), where), methods=methods,
+        targets=targets, slurm=dict(slurm))
+
+
+def require_root(study):
+    if not study.root:
+        raise StudyError("no dataset root: set root: in the study file, export DATA=/path/to/datasets, "
+                         "or pass --root")
+    if not os.path.isdir(study.root):
+        raise StudyError(f"dataset root {study.root} is not a folder")
+    return study.root
