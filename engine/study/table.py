@@ -72,10 +72,4 @@ def study_table(study, runs):
             compare.markdown_few_shot(rows, datasets)
     if b2n:
         text += ("\n" if text else "") + compare.markdown_base_to_new(b2n)
-    table = [dict(r, table="few-shot") for r in rows]
-    for r in b2n:
-        for part in ("base", "new", "hm"):
-            table.append({"table": f"base-to-new {part}", "dataset": r["dataset"], "method": r["method"],
-                          "shots": r["shots"], "n": r.get(f"n_{part}", ""), "mean": r[part], "std": None,
-                          "seeds": ""})
-    return text or "(no finished runs yet)\n", table, len(finished), len(expected)
+    return text or "(no finished runs yet)\n", compare.csv_rows(rows, b2n), len(finished), len(expected)
