@@ -305,6 +305,8 @@ def print_base_to_new(root, keyword="accuracy", ci95=False, from_log=False, out=
             print(f"skip {name}: no {other}", file=err)
             continue
         base = collect(exp, keyword, False, ci95, from_log)
+        if not base.runs:  # a method evaluated without training (zero-shot CLIP) on the base classes
+            base = collect(exp, keyword, True, ci95, from_log)
         new = collect(other, keyword, True, ci95, from_log)
         _report_notes(base, err)
         _report_notes(new, err)

@@ -119,3 +119,27 @@ def test_all_methods_script_builds_the_comparison(tmp_path, tiny_clip_path):
         assert f"| {method}" in text, method
     assert "TaskResEnhancedBase" not in text
     assert os.path.getsize(tmp_path / "out" / "curves.png") > 0
+
+
+@pytest.mark.slow
+def test_base_to_new_scripts_for_every_method_build_the_hm_table(tmp_path, tiny_clip_path):
+    import subprocess
+
+    import parse_test_res
+    from synthetic.layouts import write_eurosat
+
+    write_eurosat(str(tmp_path / "data"), per_class=8)
+    env = dict(os.environ, DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"), SHOTS="2",
+               BACKBONE=tiny_clip_path,
+               EXTRA_OPTS=f"OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAIN.TENSORBOARD False "
+                          f"FEATURES.MODE cached FEATURES.CACHE_DIR {tmp_path / 'store'}")
+    methods = ("ZeroshotCLIP", "TaskRes", "CoOp", "CoCoOp", "MaskTuning")
+    for method in methods:
+        for phase in ("train", "test"):
+            subprocess.run(["bash", "scripts/base2new.sh", phase, method, "eurosat", "1"], env=env, check=True,
+                           capture_output=True)
+    assert compare.main([str(tmp_path / "out"), "--out", str(tmp_path / "t.md")]) == 0
+    text = open(tmp_path / "t.md").read()
+    for method in methods:
+        assert f"| EuroSAT | {method} [" in text, method
+    assert parse_test_res.main([str(tmp_path / "out" / "base2new"), "--base2new"]) == 0
