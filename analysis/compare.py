@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .curves import AVERAGE, AnalysisError, average_table, curve_table, dataset_order, plot
+from .curves import AVERAGE, average_table, curve_table, dataset_order, plot
 from .output import write_csv
 from .runs import display_name, find_runs
 
