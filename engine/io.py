@@ -62,7 +62,8 @@ class Tee:
 
     def __init__(self, stream, path):
         self.stream = stream
-        self.file = open(path, "a", encoding="utf-8")
+        # Line-buffered: a run killed by SIGKILL (a scheduler, the OOM killer) keeps its log.
+        self.file = open(path, "a", encoding="utf-8", buffering=1)
         self.path = path
 
     def write(self, msg):
