@@ -74,7 +74,9 @@ def recipe(method, dataset, shots, table=None):
     try:
         config = entry["config"].format(**values)
     except KeyError as e:
-        raise RecipeError(f"{method} recipe: config {entry['config']!r} needs a value for {e}") from None
+        raise RecipeError(f"{method} has no recipe for dataset {stem!r} at {shots} shots: its config "
+                          f"{entry['config']!r} needs a value for {e} that no rule of {RECIPES_FILE} gives "
+                          f"for it. Pass --config-file instead, or add a rule.") from None
     return Recipe(config, opts)
 
 
