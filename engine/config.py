@@ -147,7 +147,7 @@ def get_cfg_default():
     c.TEST.SPLIT = "test"
     c.TEST.FINAL_MODEL = "last_step"
 
-    # Where image features come from for trainers that consume features (DESIGN.md).
+    # Where image features come from for trainers that consume features (engine/features.py).
     c.FEATURES = CN()
     c.FEATURES.MODE = "online"  # "online" = the reference: augment and encode every batch
     c.FEATURES.NUM_VIEWS = 10  # augmented views per training image in "cached" mode

@@ -1,4 +1,4 @@
-"""Where a trainer's inputs come from (DESIGN.md, "How data flows").
+"""Where a trainer's inputs come from: image features for most methods, pixels for mask tuning.
 
 Trainers that need no gradient through the image encoder consume features; the source decides
 how they are produced (FEATURES.MODE). Pixel trainers (mask tuning) get augmented images.

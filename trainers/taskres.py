@@ -1,6 +1,6 @@
 """TaskRes (Yu et al., CVPR 2023): a frozen text classifier t plus a learned residual, t' = t + a*x.
 
-Reference behaviour kept on purpose (taskres-reference §1, §10):
+Reference behaviour kept on purpose (the reference TaskRes code):
 - the base t is the mean of *un-normalised* CLIP text features over the templates (one custom
   template per dataset; 7 selected templates + "a photo of a {}." for ImageNet);
 - class names keep their underscores (the tokenizer makes `_` a token);

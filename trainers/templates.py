@@ -1,4 +1,5 @@
-"""Prompt templates used by the reference TaskRes / CoOp code (taskres-reference §1.3, App. A)."""
+"""Prompt templates used by the reference TaskRes / CoOp code: one custom template per dataset,
+and the 7 ImageNet templates selected by CLIP's authors."""
 
 CUSTOM_TEMPLATES = {
     "OxfordPets": "a photo of a {}, a type of pet.",
