@@ -23,6 +23,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from engine.record import flatten
+
 from .output import new_figure, save_figure, write_csv
 from .runs import DATASET_NAMES, display_name, find_runs, zero_shot_accuracies
 
@@ -40,16 +42,6 @@ _GRID_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "DATASET.NUM_SHOTS", "DATASET.ROOT
               "TRAIN.CHECKPOINT_FREQ", "TRAIN.RESUME_FREQ", "VERBOSE"}
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for k, v in (tree or {}).items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if not isinstance(v, list) else tuple(v)
-    return out
-
-
 def variant_labels(runs, label):
     """{run path: label} where runs that would share a label and a seed (the same method run twice
     with other settings, e.g. the demo's 20 epochs next to the recipe's 100) are told apart by the
@@ -62,7 +54,7 @@ def variant_labels(runs, label):
         seen = defaultdict(int)
         for run in group:
             seen[(run.shots, run.seed)] += 1
-        configs = {run.path: _flat(run.results.get("config")) for run in group}
+        configs = {run.path: flatten(run.results.get("config")) for run in group}
         clash = any(n > 1 for n in seen.values())
         keys = set()
         if clash:

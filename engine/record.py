@@ -52,6 +52,18 @@ def config_dict(cfg):
     return yaml.safe_load(cfg.dump())
 
 
+def flatten(tree, prefix=""):
+    """{"OPTIM.LR": 0.002, ...} from a nested config dict (config_dict's output)."""
+    out = {}
+    for key, value in (tree or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def plain(value):
     """JSON-safe copy: tensors and numpy scalars become numbers or lists."""
     if isinstance(value, dict):

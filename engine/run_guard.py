@@ -20,7 +20,7 @@ import time
 
 from .errors import UserError
 from .io import save_json
-from .record import config_dict
+from .record import config_dict, flatten
 
 FINGERPRINT_FILE = "run_config.json"
 LOCK_FILE = ".run.lock"
@@ -34,17 +34,6 @@ IGNORED_KEYS = {
 
 class RunLockedError(UserError):
     """Another live process is writing this run folder."""
-
-
-def flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def fingerprint(cfg, eval_only=False):
