@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from engine.record import flatten
+from engine.record import RESULT_NEUTRAL_KEYS, flatten
 
 from .output import new_figure, save_figure, write_csv
 from .runs import DATASET_NAMES, display_name, find_runs, zero_shot_accuracies
@@ -36,10 +36,8 @@ class AnalysisError(Exception):
     """A problem with the inputs, reported to the user in one message."""
 
 
-# Recorded config keys that never tell two methods apart (they vary inside a grid).
-_GRID_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "DATASET.NUM_SHOTS", "DATASET.ROOT", "DATALOADER.NUM_WORKERS",
-              "FEATURES.CACHE_DIR", "MODEL.BACKBONE.CACHE_DIR", "TRAIN.PRINT_FREQ", "TRAIN.TENSORBOARD",
-              "TRAIN.CHECKPOINT_FREQ", "TRAIN.RESUME_FREQ", "VERBOSE"}
+# Recorded config keys that never tell two methods apart: the result-neutral ones and the grid's.
+_GRID_KEYS = RESULT_NEUTRAL_KEYS | {"SEED", "DATASET.NUM_SHOTS"}
 
 
 def variant_labels(runs, label):

@@ -52,6 +52,14 @@ def config_dict(cfg):
     return yaml.safe_load(cfg.dump())
 
 
+# Config keys that never change what a run computes (where files live, logging, worker counts).
+RESULT_NEUTRAL_KEYS = frozenset({
+    "OUTPUT_DIR", "RESUME", "VERBOSE", "DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ",
+    "TRAIN.TENSORBOARD", "TRAIN.CHECKPOINT_FREQ", "TRAIN.RESUME_FREQ", "FEATURES.CACHE_DIR",
+    "MODEL.BACKBONE.CACHE_DIR", "DATASET.SPLIT_CACHE_DIR",
+})
+
+
 def flatten(tree, prefix=""):
     """{"OPTIM.LR": 0.002, ...} from a nested config dict (config_dict's output)."""
     out = {}

@@ -4,7 +4,7 @@ A rerun into an existing folder resumes (or, when finished, re-reports) what is 
 only right when the config is the same. `OUTPUT_DIR/run_config.json` holds the effective config
 of the run that made the folder; a rerun with different values stops with the differing keys
 (`--overwrite` discards the old run; a new --output-dir keeps both). Keys that do not change
-results (where files live, logging, worker counts) are left out of the comparison.
+results (engine.record.RESULT_NEUTRAL_KEYS) are left out of the comparison.
 
 The lock is an advisory `flock` on `OUTPUT_DIR/.run.lock`, held while the run lives: the kernel
 drops it when the process dies, however it dies, so a lock left by a killed run is simply taken
@@ -20,24 +20,16 @@ import time
 
 from .errors import UserError
 from .io import save_json
-from .record import config_dict, flatten
+from .record import RESULT_NEUTRAL_KEYS, config_dict, flatten
 
 FINGERPRINT_FILE = "run_config.json"
 LOCK_FILE = ".run.lock"
-# Do not change what a run computes.
-IGNORED_KEYS = {
-    "OUTPUT_DIR", "RESUME", "VERBOSE", "DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ",
-    "TRAIN.TENSORBOARD", "TRAIN.CHECKPOINT_FREQ", "TRAIN.RESUME_FREQ", "FEATURES.CACHE_DIR",
-    "MODEL.BACKBONE.CACHE_DIR", "DATASET.SPLIT_CACHE_DIR",
-}
-
-
 class RunLockedError(UserError):
     """Another live process is writing this run folder."""
 
 
 def fingerprint(cfg, eval_only=False):
-    values = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in IGNORED_KEYS}
+    values = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in RESULT_NEUTRAL_KEYS}
     values["<eval-only>"] = bool(eval_only)
     return values
 
