@@ -1,13 +1,17 @@
 """One R-AMT training step on ViT-B/16: this framework's way against the naive way.
 
-    python benchmarks/masktuning_step.py [--batch 2] [--threads 2] [--classes 10]
+    python benchmarks/masktuning_step.py [--batch 2] [--threads 2] [--classes 10] [--device cuda] [--repeat 3]
 
 Both compute the GDR gradient of every mask score for the same batch, masks and uniform draws:
 
   ours    one encoder with masks attached (trainers/masks.py); the teacher = the same encoder
           with masks off, under no_grad; ONE student forward; the CE and KL gradients as one
           batched backward pass over two stacked logit cotangents ("ours-2vjp": two backward
-          passes over the retained graph instead).
+          passes over the retained graph instead). "ours (store teacher)": MASK.TEACHER store,
+          the teacher's features read from the feature store (fp16, encoded beforehand, not
+          timed), so the step has no teacher pass at all. "ours (amp)": the batched step with
+          both forwards under autocast (bf16 on the CPU, fp16 on CUDA); its gradients are
+          compared with the fp32 ones (relative error, share of equal keep/drop decisions).
   naive   what the original implementation runs: a second fp32 copy of the encoder as the
           teacher, in the graph and with gradients on its weights; loss_b.backward(retain_graph)
           then loss_a.backward(), cloning the KL gradients in between.
@@ -15,10 +19,10 @@ Both compute the GDR gradient of every mask score for the same batch, masks and 
 The ViT-B/16 architecture (open_clip, OpenAI layout) gets random weights: no download. Some
 masks are switched to 0 first, so that student and teacher differ and the KL gradient is not
 zero. The script asserts that both of ours give the naive gradients, and prints the time and
-the peak resident memory of each step (Linux VmHWM, reset before each, with glibc's mmap threshold
-fixed so that freed blocks go back to the system), then the size of a
-ViT-B/16 AMT checkpoint: bit-packed masks against fp32 scores (and the Adam state the original
-also saves). CPU only; a couple of minutes.
+the peak memory of each step (CPU: Linux VmHWM, reset before each, with glibc's mmap threshold
+fixed so that freed blocks go back to the system; CUDA: peak allocated device memory), then the
+size of a ViT-B/16 AMT checkpoint: bit-packed masks against fp32 scores (and the Adam state the
+original also saves). A couple of minutes on a CPU.
 """
 import argparse
 import copy
@@ -69,12 +73,21 @@ def reset_peak():
     return _status("VmRSS")
 
 
-def measure(fn):
-    base = reset_peak()
+def measure(fn, device):
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        base = reset_peak()
     start, cpu = time.perf_counter(), time.process_time()
     out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return out, seconds, cpu, _status("VmHWM") - base
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _status("VmHWM")
+    return out, seconds, cpu, peak - base
 
 
 def main(argv=None):
@@ -89,16 +102,19 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--masked", type=float, default=0.03, help="fraction of mask entries set to 0 first")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeat", type=int, default=3, help="steps timed per variant; the fastest is reported")
     args = p.parse_args(argv)
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     print("Building ViT-B/16 (random weights) ...", flush=True)
-    visual = vit_b16_visual()
-    text = F.normalize(torch.randn(args.classes, visual.output_dim), dim=-1)
+    visual = vit_b16_visual().to(device)
+    text = F.normalize(torch.randn(args.classes, visual.output_dim), dim=-1).to(device)
     scale = 100.0
-    images = torch.randn(args.batch, 3, 224, 224)
-    labels = torch.randint(args.classes, (args.batch,))
+    images = torch.randn(args.batch, 3, 224, 224).to(device)
+    labels = torch.randint(args.classes, (args.batch,)).to(device)
     pristine = copy.deepcopy(visual)  # template for the naive teacher, made before masking
 
     masks = MaskSet.attach(visual, mask_mlp=False)
@@ -113,12 +129,21 @@ def main(argv=None):
     def logits_of(encoder, x):
         return scale * F.normalize(encoder(x).float(), dim=-1) @ text.t()
 
-    def ours(batched):
+    with torch.no_grad(), masks.off(), parametrize.cached():  # what the feature store holds
+        stored = visual(images).to(torch.float16)
+
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def ours(batched, store=False, amp=False):
         def step():
-            with torch.no_grad(), masks.off(), parametrize.cached():
-                teacher = logits_of(visual, images)
-            with parametrize.cached():
-                logits = logits_of(visual, images)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                if store:
+                    teacher = scale * F.normalize(stored.float(), dim=-1) @ text.t()
+                else:
+                    with torch.no_grad(), masks.off(), parametrize.cached():
+                        teacher = logits_of(visual, images)
+                with parametrize.cached():
+                    logits = logits_of(visual, images)
             _, c_ce, _, c_kl = logit_cotangents(logits, labels, teacher)
             g_ce, g_kl = mask_gradients(logits, scores, c_ce, c_kl, batched=batched)
             return [gdr_gradient(a, b, args.lam, u) for a, b, u in zip(g_ce, g_kl, us)], g_ce, g_kl
@@ -151,9 +176,13 @@ def main(argv=None):
     rows = []
     results = {}
     for name, fn in (("naive (reference)", naive), ("ours (batched VJP)", ours(True)),
-                     ("ours (two VJPs)", ours(False))):
+                     ("ours (two VJPs)", ours(False)), ("ours (store teacher)", ours(True, store=True)),
+                     ("ours (amp)", ours(True, amp=True))):
         print(f"Running {name} ...", flush=True)
-        out, seconds, cpu, peak = measure(fn)
+        runs = [measure(fn, device) for _ in range(args.repeat)]  # the best of a few: less load noise
+        out, peak = runs[0][0], runs[0][3]
+        seconds, cpu = min(r[1] for r in runs), min(r[2] for r in runs)
+        del runs
         results[name] = out
         rows.append((name, seconds, cpu, peak))
 
@@ -176,12 +205,28 @@ def main(argv=None):
             total += differ.numel()
         print(f"{name}: CE and KL gradients equal the naive ones (rtol 1e-3); GDR gradients too, except "
               f"{flipped} of {total:,} elements whose keep/drop draw ties within 1e-3 (|P - U| < 1e-3)")
+    final, g_ce, g_kl = results["ours (store teacher)"]
+    for x, y, n in zip(g_ce, ref_ce, masks.names):
+        assert torch.allclose(x, y, rtol=1e-3, atol=1e-4 * float(y.abs().max()) + 1e-12), ("store", "CE", n)
+    kl_err = max(float((x - y).abs().max() / (y.abs().max() + 1e-30)) for x, y in zip(g_kl, ref_kl))
+    kept = sum(int(((x != 0) == (y != 0)).sum()) for x, y in zip(final, ref_final))
+    print(f"ours (store teacher): CE gradients equal the naive ones; KL gradients differ by at most "
+          f"{kl_err:.2e} of their largest element (the teacher's features rounded to fp16); "
+          f"{100.0 * kept / total:.4f}% of keep/drop decisions as the naive step")
+    final, g_ce, g_kl = results["ours (amp)"]
+    errs = [max(float((x - y).abs().max() / (y.abs().max() + 1e-30)) for x, y in zip(a, b))
+            for a, b in ((g_ce, ref_ce), (g_kl, ref_kl))]
+    kept = sum(int(((x != 0) == (y != 0)).sum()) for x, y in zip(final, ref_final))
+    print(f"ours (amp, {str(amp_dtype).replace('torch.', '')} autocast): CE / KL gradients differ from fp32 by at most "
+          f"{errs[0]:.2e} / {errs[1]:.2e} of their largest element; {100.0 * kept / total:.4f}% of keep/drop "
+          f"decisions as the naive step")
 
-    print(f"\n{'step':22s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS (MiB)':>15s}")
+    memory = "peak CUDA (MiB)" if device.type == "cuda" else "peak RSS (MiB)"
+    print(f"\n{'step':22s} {'wall s':>8s} {'CPU s':>8s} {memory:>15s}")
     for name, seconds, cpu, peak in rows:
         print(f"{name:22s} {seconds:8.2f} {cpu:8.2f} {peak:15.0f}")
-    print("(peak RSS: growth over the resident set before the step; the three gradient lists each step "
-          "returns take 331 MiB of it)")
+    print("(peak memory: growth over the memory in use before the step; the three gradient lists each "
+          "step returns take 331 MiB of it)")
 
     def size(obj):
         buf = io.BytesIO()

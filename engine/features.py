@@ -1,7 +1,9 @@
 """Where a trainer's inputs come from: image features for most methods, pixels for mask tuning.
 
 Trainers that need no gradient through the image encoder consume features; the source decides
-how they are produced (FEATURES.MODE). Pixel trainers (mask tuning) get augmented images.
+how they are produced (FEATURES.MODE). Pixel trainers (mask tuning) get augmented images:
+fresh ones every batch (the reference), or with `Trainer.pixel_views()` > 0 seeded views that
+name their (image, view), so a view's zero-shot features can come from the store.
 A source has three methods, so trainer files never change between modes:
 
     train_batches()      -> iterator of (inputs, labels) for one epoch
@@ -21,11 +23,14 @@ encoded once into the FeatureStore and reused by every run with the same backbon
 each epoch draws one view per image. Shuffling follows the same rules as the online loader
 (global RNG, drop_last only when the split holds a full batch). Encoding never draws from the
 global RNG (its loaders get their own generator and every view its own seed), so a run's result
-does not depend on what the store already held.
+does not depend on what the store already held. A view's seed hashes the image path relative to
+DATASET.ROOT, so a moved or copied dataset gives the same views and results.
 """
 import hashlib
+import os
 import random
 import time
+from collections import namedtuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -63,13 +68,28 @@ def _split_items(dm, split):
     return dm.dataset.train_x if split in ("train", "train_x") else dm.split(split)
 
 
+# Part of a stored view's identity: changing how views are seeded must not reuse old features.
+VIEW_SEEDS = "view seeds: sha256(path relative to DATASET.ROOT|view)"
+
+
+def view_seed(path, view, root):
+    """The seed of one augmented view. It hashes the image's path relative to the dataset root,
+    so a dataset copied or moved elsewhere gives the same views (and the same results)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root or ".")).replace(os.sep, "/")
+    return int.from_bytes(hashlib.sha256(f"{rel}|{view}".encode()).digest()[:8], "little") >> 1
+
+
+def _views_loader(dataset, cfg, device, batch_size):
+    """A loader over seeded views; its own generator leaves the caller's RNG untouched."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers(cfg),
+                      pin_memory=device.type == "cuda", generator=torch.Generator())
+
+
 def encode_views(pairs, transform, seeded, encode, cfg, device, stats, flush=None, desc=None):
     """Encode (path, view) pairs; returns [len(pairs), D] (or calls `flush(keys_pairs, feats)`
-    every few thousand features and returns None). The loader has its own generator, so the
-    caller's RNG is untouched."""
-    loader = DataLoader(_SeededViews(pairs, transform, seeded=seeded), batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
-                        num_workers=num_workers(cfg), pin_memory=device.type == "cuda",
-                        generator=torch.Generator())
+    every few thousand features and returns None)."""
+    views = _SeededViews(pairs, transform, seeded=seeded, root=cfg.DATASET.ROOT)
+    loader = _views_loader(views, cfg, device, cfg.DATALOADER.TEST.BATCH_SIZE)
     done, pending, feats = 0, [], []
     bar = tqdm(loader, desc=desc or f"Encoding {len(pairs):,} images", unit="batch")
     for images in bar:
@@ -137,11 +157,11 @@ class OnlineSource:
 
 
 class _SeededViews(Dataset):
-    """(image, view) pairs; each pair is augmented with its own seed, so a view is the same
-    image tensor in every process and every run, without touching the caller's RNG."""
+    """(image, view) pairs; each pair is augmented with its own seed (`view_seed`), so a view is
+    the same image tensor in every process and every run, without touching the caller's RNG."""
 
-    def __init__(self, pairs, transform, seeded):
-        self.pairs, self.transform, self.seeded = pairs, transform, seeded
+    def __init__(self, pairs, transform, seeded, root):
+        self.pairs, self.transform, self.seeded, self.root = pairs, transform, seeded, root
 
     def __len__(self):
         return len(self.pairs)
@@ -151,7 +171,7 @@ class _SeededViews(Dataset):
         img = read_image(path)
         if not self.seeded:
             return self.transform(img)
-        seed = int.from_bytes(hashlib.sha256(f"{path}|{view}".encode()).digest()[:8], "little") >> 1
+        seed = view_seed(path, view, self.root)
         # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
         py_state = random.getstate()
         try:
@@ -201,7 +221,7 @@ class CachedSource:
     def _namespace(self, train, dim):
         key = (train, dim)
         if key not in self._ns:
-            tfm = describe_transform(self.cfg, is_train=train)
+            tfm = describe_transform(self.cfg, is_train=train) + (f" | {VIEW_SEEDS}" if train else "")
             self._ns[key] = shared_namespace(*self._ns_args, tfm, dim)
         return self._ns[key]
 
@@ -234,20 +254,11 @@ class CachedSource:
                      desc=f"Encoding {what}")
 
     def train_batches(self):
-        n = len(self.train_labels)
-        bs = int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
-        perm = torch.randperm(n).to(self.device)
-        view = torch.randint(self.views, (n,)).to(self.device)
-        drop_last = n >= bs
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            if drop_last and len(idx) < bs:
-                break
-            yield self.train_feats[idx, view[idx]].float(), self.train_labels[idx]
+        for idx, view in epoch_views(len(self.train_labels), self.views, self.cfg, self.device):
+            yield self.train_feats[idx, view].float(), self.train_labels[idx]
 
     def num_train_batches(self):
-        n, bs = len(self.train_labels), int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
-        return n // bs if n >= bs else 1
+        return num_view_batches(len(self.train_labels), self.cfg)
 
     def _eval_split(self, split):
         if split not in self._eval:
@@ -264,6 +275,54 @@ class CachedSource:
             yield feats[i:i + bs].float(), labels[i:i + bs]
 
 
+def epoch_views(n, views, cfg, device):
+    """One epoch over n training images, each as one of `views` seeded views: a shuffled order and
+    a view per image, both from the global RNG (so resuming restores them), in batches of
+    TRAIN_X.BATCH_SIZE; the last partial batch is dropped only when a full batch exists.
+    Yields (image indices, view indices)."""
+    bs = int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+    perm = torch.randperm(n).to(device)
+    view = torch.randint(views, (n,)).to(device)
+    for i in range(0, num_view_batches(n, cfg) * bs, bs):
+        idx = perm[i:i + bs]
+        yield idx, view[idx]
+
+
+def num_view_batches(n, cfg):
+    bs = int(cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+    return n // bs if n >= bs else 1
+
+
+# A training batch of seeded views: the images and which (image, view) each row is.
+ViewBatch = namedtuple("ViewBatch", "images index view")
+
+
+class SeededPixelSource(OnlineSource):
+    """Pixels for trainers that need to know which view a training image is (mask tuning's
+    teacher from the feature store): every epoch draws one of `views` seeded views per image,
+    as the cached feature mode does, so a row's zero-shot features are exactly the stored
+    features of (image, view). Images are decoded and augmented in DataLoader workers. Training
+    batches are `ViewBatch`es; evaluation is the same as OnlineSource's."""
+
+    def __init__(self, cfg, dm, device, views):
+        super().__init__(cfg, dm, None, device)
+        self.views = int(views)
+        self.train_labels = torch.tensor([d.label for d in dm.dataset.train_x])
+
+    def train_batches(self):
+        items = self.dm.dataset.train_x
+        order = list(epoch_views(len(items), self.views, self.cfg, "cpu"))
+        pairs = [(items[i].impath, int(v)) for idx, view in order for i, v in zip(idx.tolist(), view.tolist())]
+        dataset = _SeededViews(pairs, self.dm.tfm_train, seeded=True, root=self.cfg.DATASET.ROOT)
+        loader = _views_loader(dataset, self.cfg, self.device, int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE))
+        for (idx, view), images in zip(order, loader):
+            batch = ViewBatch(images.to(self.device, non_blocking=True), idx.to(self.device), view.to(self.device))
+            yield batch, self.train_labels[idx].to(self.device)
+
+    def num_train_batches(self):
+        return num_view_batches(len(self.train_labels), self.cfg)
+
+
 _NAMESPACES = {}
 
 
@@ -275,7 +334,11 @@ def shared_namespace(root, backbone_id, transform_id, dim):
     return _NAMESPACES[key]
 
 
-def build_source(cfg, dm, encode, device, backbone_id="", encoder_tag=""):
+def build_source(cfg, dm, encode, device, backbone_id="", encoder_tag="", pixel_views=0):
+    """Features from the store (FEATURES.MODE cached) or encoded per batch; for pixel trainers
+    (encode None) fresh augmentations, or seeded views when `pixel_views` > 0."""
+    if encode is None and pixel_views > 0:
+        return SeededPixelSource(cfg, dm, device, pixel_views)
     if cfg.FEATURES.MODE == "cached" and encode is not None:
         return CachedSource(cfg, dm, encode, device, backbone_id, encoder_tag)
     return OnlineSource(cfg, dm, encode, device)

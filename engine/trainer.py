@@ -127,7 +127,8 @@ class Trainer:
                 encode_cfg.FEATURES.MODE = "online"
                 self.source = build_source(encode_cfg, self.dm, encode, self.device)
             else:
-                self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity())
+                self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity(),
+                                           pixel_views=self.pixel_views() if encode is None else 0)
         with self.timer("prepare"):
             self.after_source()
         print("Loading evaluator: Classification")
@@ -135,6 +136,12 @@ class Trainer:
 
     def after_source(self):
         """Hook: runs once the feature source exists (`self.source.split_features`)."""
+
+    def pixel_views(self):
+        """Pixel trainers: 0 (default, the reference) augments every training batch afresh; V > 0
+        trains on V seeded views per image, and batches are `engine.features.ViewBatch`es that
+        say which (image, view) each row is, e.g. to read its features from the store."""
+        return 0
 
     def fit(self):
         """Closed-form methods (`closed_form = True`): fit the registered models."""

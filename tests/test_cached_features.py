@@ -140,3 +140,19 @@ def test_concurrent_writers_do_not_corrupt_the_store(tmp_path, monkeypatch):
     assert ns.missing(keys) == []  # a chunk is deleted only after a merged copy of it exists
     for k in keys:
         assert torch.all(ns.get([k]) == float(k[1:]))
+
+
+def test_a_moved_dataset_gives_the_same_views_and_result(data_root, tiny_clip_path, tmp_path, count_encodes):
+    import shutil
+
+    cache = str(tmp_path / "cache")
+    assert train.main(argv(data_root, str(tmp_path / "a"), tiny_clip_path, cache)) == 0
+    moved = str(tmp_path / "elsewhere" / "data")
+    shutil.copytree(data_root, moved)
+    count_encodes.clear()
+    assert train.main(argv(moved, str(tmp_path / "b"), tiny_clip_path, cache)) == 0
+    assert count_encodes == [2 * 10 * 3, 10 * 4]  # other paths: encoded again, not read back
+    a = torch.load(tmp_path / "a" / "prompt_learner" / "model.pth.tar-3", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "prompt_learner" / "model.pth.tar-3", weights_only=True)["state_dict"]
+    assert torch.equal(a["text_feature_residuals"], b["text_feature_residuals"])
+    assert results(tmp_path / "a")["accuracy"] == results(tmp_path / "b")["accuracy"]

@@ -362,6 +362,7 @@ def test_resnet_trains(data_root, tiny_clip_rn_path, tmp_path):
 def test_bad_mask_settings_give_one_clear_message(data_root, tiny_clip_path, tmp_path, capsys):
     for opts, message in ((("MASK.THRESHOLD_FN", "ternarizer"), "THRESHOLD_FN"),
                           (("MASK.GDR_LAMBDA", 1.5), "GDR_LAMBDA"),
+                          (("MASK.TEACHER", "cache"), "MASK.TEACHER must be 'forward'"),
                           (("MASK.INIT_MASKS", str(tmp_path / "none")), "MaskTuning checkpoint")):
         run(mt_args(data_root, str(tmp_path / opts[0]), tiny_clip_path, *opts) + ["--eval-only"], expect=2)
         err = capsys.readouterr().err

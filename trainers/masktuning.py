@@ -38,6 +38,14 @@ it is meaningful):
 - TEST.NO_TEST True (the original configs) still tests once after training, as the original
   trainer does on its last epoch; here the test comes after "Finish training" so logs parse.
 - MASK.INIT_MASKS: a MaskTuning checkpoint (or run folder) whose masks initialise this run.
+- MASK.TEACHER "forward" (default, the original): the teacher runs on every batch. "store":
+  training images are seeded views (each epoch draws one of FEATURES.NUM_VIEWS views per image,
+  as FEATURES.MODE cached does for other methods) and the teacher's logits come from the
+  zero-shot features of those views in the feature store (FEATURES.CACHE_DIR), encoded once by
+  the masks-off encoder in this run's precision and shared by every later run (other lambdas,
+  seeds with the same images, TaskRes/CoOp cached runs with the same encoder precision). Stored
+  features are fp16, so these teacher logits differ from a teacher forward by that rounding; the
+  student sees V fixed views per image instead of a fresh augmentation every epoch.
 
 Combinations (the paper's CoOp + R-AMT and Tip-Adapter + R-AMT; no code for them in the
 original): the trainers CoOp_RAMT, TipAdapter_RAMT and TipAdapterF_RAMT run those methods
@@ -52,6 +60,7 @@ import clip
 from engine import checkpoint as ckpt
 from engine.errors import ConfigError
 from engine.evaluator import batch_accuracy
+from engine.features import CachedSource, ViewBatch
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
@@ -133,6 +142,8 @@ class MaskTuning(Trainer):
         cfg.MASK.GDR_LAMBDA = 1.0  # leak: 0 = plain CE, 1 = drop conflicting elements
         # Not in the original: initial masks from a MaskTuning checkpoint file or run folder.
         cfg.MASK.INIT_MASKS = ""
+        # Not in the original: "store" reads the teacher's features from the feature store.
+        cfg.MASK.TEACHER = "forward"
 
     def check_cfg(self, cfg):
         m = cfg.MASK
@@ -145,6 +156,9 @@ class MaskTuning(Trainer):
             raise ConfigError(f"MASK.GDR_LAMBDA must be in [0, 1], got {m.GDR_LAMBDA}")
         if float(m.GDR_T) <= 0:
             raise ConfigError(f"MASK.GDR_T must be positive, got {m.GDR_T}")
+        if m.TEACHER not in ("forward", "store"):
+            raise ConfigError(f"MASK.TEACHER must be 'forward' (a teacher pass per batch, the original) or "
+                              f"'store' (zero-shot features of seeded views from the feature store), got {m.TEACHER!r}")
         if m.PREC not in ("fp32", "fp16"):
             raise ConfigError(f"MASK.PREC must be 'fp32' or 'fp16', got {m.PREC!r}")
 
@@ -194,6 +208,26 @@ class MaskTuning(Trainer):
         print(f"Init Sparsity: {self.sparsity():.4g}%")
         self.register_model(MODEL_NAME, self.masks)
 
+    def pixel_views(self):
+        return int(self.cfg.FEATURES.NUM_VIEWS) if self.cfg.MASK.TEACHER == "store" else 0
+
+    def after_source(self):
+        self.teacher_store = None
+        if self.cfg.MASK.TEACHER == "store":
+            # The masks-off encoder is zero-shot CLIP: its stored features are everyone's.
+            self.teacher_store = CachedSource(self.cfg, self.dm, self._teacher_features, self.device,
+                                              *self._feature_identity())
+
+    def _teacher_features(self, images):
+        with self.masks.off(), parametrize.cached():
+            return self.encode_images(images)
+
+    def before_train(self):
+        super().before_train()
+        if self.teacher_store is not None and self.gdr_lambda > 0 and self.start_epoch < self.max_epoch:
+            with self.timer("prepare"):
+                self.teacher_store.train_feats  # every view's zero-shot features, before epoch 1's ETA
+
     def needs_trained_weights(self):
         """--eval-only with MASK.INIT_MASKS evaluates those masks (no --model-dir needed)."""
         return super().needs_trained_weights() and not self.cfg.MASK.INIT_MASKS
@@ -206,19 +240,25 @@ class MaskTuning(Trainer):
         images = images.to(self.device, self._image_dtype)
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        feats = self.visual(images).float()
-        return self.logit_scale * F.normalize(feats, dim=-1) @ self.text_features.t()
+        return self.logits(self.visual(images))
 
-    def teacher_logits(self, images):
-        """Zero-shot CLIP on the same batch: the same encoder, masks off, no graph."""
+    def logits(self, image_features):
+        return self.logit_scale * F.normalize(image_features.float(), dim=-1) @ self.text_features.t()
+
+    def teacher_logits(self, batch):
+        """Zero-shot CLIP on the same batch (masks off, no graph): a forward of the same encoder,
+        or (MASK.TEACHER store) the stored features of the batch's views."""
+        if self.teacher_store is not None:
+            return self.logits(self.teacher_store.train_feats[batch.index, batch.view])
         with torch.no_grad(), self.masks.off(), parametrize.cached():
-            return self.forward(images)
+            return self.forward(batch)
 
     # ---- one step ----------------------------------------------------------------------------
-    def forward_backward(self, images, labels):
+    def forward_backward(self, batch, labels):
         cfg = self.cfg.MASK
         lam = self.gdr_lambda
-        teacher = self.teacher_logits(images) if lam > 0 else None
+        teacher = self.teacher_logits(batch) if lam > 0 else None
+        images = batch.images if isinstance(batch, ViewBatch) else batch
         with parametrize.cached():  # each masked weight computed once per forward
             logits = self.forward(images)
         scores = self.masks.scores()
@@ -320,7 +360,9 @@ class MaskTuning(Trainer):
                 "masked_percent_of_image_encoder": 100.0 * zeros / max(1, visual),
                 "per_layer_sparsity_percent": {n[:-len(".mask_real")]: 100.0 * z / c for n, c, z in stats},
                 "gdr_lambda": self.gdr_lambda, "mask_mlp": bool(self.cfg.MASK.MASK_MLP),
-                "teacher": "same encoder, masks off, no_grad, same batch"}
+                "teacher": ("zero-shot features of the batch's seeded views, from the feature store"
+                            if self.teacher_store is not None else "same encoder, masks off, no_grad, same batch"),
+                "teacher_encoder": self.teacher_store.stats() if self.teacher_store is not None else None}
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
