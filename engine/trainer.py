@@ -574,7 +574,13 @@ class Trainer:
         self.record["unseen_classes_zeroshot"] = len(unseen)
         return state_dict
 
+    def decode_state(self, name, state_dict, path):
+        """Hook: turn a stored state dict into the module's tensors (e.g. bit-packed masks into
+        scores). Every load goes through it: resume, --eval-only, best-val restore."""
+        return state_dict
+
     def _load_state(self, name, module, state_dict, path):
+        state_dict = self.decode_state(name, state_dict, path)
         own = module.state_dict()
         ignored = set(self.ignored_load_keys)
         state_dict = {k: v for k, v in state_dict.items() if k not in ignored}

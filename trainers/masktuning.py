@@ -48,8 +48,9 @@ it is meaningful):
   student sees V fixed views per image instead of a fresh augmentation every epoch.
 
 Combinations (the paper's CoOp + R-AMT and Tip-Adapter + R-AMT; no code for them in the
-original): the trainers CoOp_RAMT, TipAdapter_RAMT and TipAdapterF_RAMT run those methods
-unchanged on a private CLIP whose image encoder has the masks of MASK.INIT_MASKS folded in.
+original): trainers/coop_ramt.py, tip_adapter_ramt.py and tip_adapter_f_ramt.py run those
+methods unchanged on a private CLIP whose image encoder has the masks of MASK.INIT_MASKS folded
+in (trainers/learned_masks.py).
 """
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,7 @@ from engine.features import CachedSource, ViewBatch
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .masks import MaskSet, fold_masks, gdr_keep, masks_from_state, read_mask_checkpoint
+from .masks import MaskSet, gdr_keep, masks_from_state, read_mask_checkpoint
 from .templates import custom_template
 from .text import encode_prompts
 
@@ -395,14 +396,13 @@ class MaskTuning(Trainer):
             # that the `checkpoint` pointer names an exactly resumable file.
             super().save_model(epoch, directory, model_name=ckpt.RESUME_FILE, with_rng=True, quiet=True)
 
-    def _load_state(self, name, module, state_dict, path):
-        """Every load (resume, --eval-only, best-val) goes through here: bit-packed masks (ours,
-        or the bytes of the original implementation) become scores first."""
+    def decode_state(self, name, state_dict, path):
+        """Bit-packed masks (ours, or the bytes of the original implementation) become scores."""
         if any(not (torch.is_tensor(v) and v.is_floating_point()) for v in state_dict.values()):
             print("Binary masks loaded (scores set to threshold +- margin; training resumed from such a "
                   "checkpoint restarts Adam's moments)")
-            state_dict = module.decode_state(state_dict, float(self.cfg.MASK.THRESHOLD), path)
-        super()._load_state(name, module, state_dict, path)
+            state_dict = self._models[name].decode_state(state_dict, float(self.cfg.MASK.THRESHOLD), path)
+        return state_dict
 
 
 class _no_autocast:
@@ -419,40 +419,3 @@ class _no_autocast:
         if self.ctx is not None:
             return self.ctx.__exit__(*exc)
         return False
-
-
-# ---- learned masks under other methods (the paper's CoOp + R-AMT, Tip-Adapter + R-AMT) ---------
-def with_learned_masks(base, name):
-    """Register `base` run on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS: a
-    checkpoint file or run folder): the masks are multiplied into a private copy of CLIP when
-    the method loads it, so the method itself is unchanged and its features are cached apart
-    from the unmasked encoder's (`backbone_id` carries the masks' digest). Sequential, as the
-    paper's combinations: train the masks first, then the method."""
-
-    def check_cfg(self, cfg):
-        base.check_cfg(self, cfg)
-        if not cfg.MASK.INIT_MASKS:
-            raise ConfigError(f"{name} runs {base.__name__} on learned masks: set MASK.INIT_MASKS to the "
-                              "output folder (or a shared/model.pth.tar-<epoch> file) of a MaskTuning run")
-
-    def load_clip(self, private=False):
-        model = base.load_clip(self, private=True)
-        path = self.cfg.MASK.INIT_MASKS
-        zeros = fold_masks(model, path, float(self.cfg.MASK.THRESHOLD))
-        print(f"Image encoder masked with {path}: {zeros:,} weights set to 0")
-        self.record["init_masks"] = path
-        return model
-
-    doc = f"{base.__name__} on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS)."
-    cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "__doc__": doc,
-                               "__module__": __name__})
-    return TRAINER_REGISTRY.register(cls)
-
-
-from .coop import CoOp  # noqa: E402
-from .tip_adapter import TipAdapter  # noqa: E402
-from .tip_adapter_f import TipAdapterF  # noqa: E402
-
-CoOp_RAMT = with_learned_masks(CoOp, "CoOp_RAMT")
-TipAdapter_RAMT = with_learned_masks(TipAdapter, "TipAdapter_RAMT")
-TipAdapterF_RAMT = with_learned_masks(TipAdapterF, "TipAdapterF_RAMT")
