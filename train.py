@@ -8,7 +8,6 @@ r"""Train or evaluate a method: the CoOp/TaskRes `train.py` command line.
 Flags may come before or after the trailing `KEY VALUE` config overrides.
 """
 import argparse
-import os
 import platform
 import re
 import sys

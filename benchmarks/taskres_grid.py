@@ -17,7 +17,6 @@ and prints times, the ratios a/b and b/c, and the mean accuracy difference onlin
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

@@ -7,7 +7,6 @@ partial batch per epoch, as in the reference.
 import os
 from collections import Counter
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datasets import build_dataset

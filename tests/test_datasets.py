@@ -259,7 +259,7 @@ def test_stale_cache_missing_image(root):
 
 
 def test_stale_cache_after_split_changed(root):
-    cache = _cache_after_first_build(root)
+    _cache_after_first_build(root)
     split_path = root / "eurosat" / "split_zhou_EuroSAT.json"
     split = load_json(split_path)
     for e in split["train"] + split["val"] + split["test"]:

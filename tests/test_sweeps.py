@@ -1,7 +1,6 @@
 """The sweep scripts (train_regular.sh, train_enhance.sh, test_dg.sh, scripts/taskres/eval.sh,
 enhance_base.sh, zeroshot_all.sh) with a stand-in interpreter that records its arguments and
 writes what a finished train.py run leaves behind."""
-import json
 import os
 import subprocess
 import sys
