@@ -167,7 +167,7 @@ def test_cached_views_ignore_the_global_python_rng(data_root, tmp_path):
     def coin(img):  # a transform that draws from Python's RNG, as Dassl's policies do
         return torch.tensor([random.random()])
 
-    views = _SeededViews([(images[0], 0), (images[0], 1)], coin, seeded=True)
+    views = _SeededViews([(images[0], 0), (images[0], 1)], coin, seeded=True, root=data_root)
     random.seed(1)
     a = [views[0].item(), views[1].item()]
     random.seed(2)
