@@ -53,11 +53,9 @@ else
     done <<< "$RECIPE"
 fi
 require_config "$CONFIG" || exit 2
-CFG=$(basename "$CONFIG" .yaml)
-if [ -n "${BACKBONE:-}" ]; then
-    OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
-    CFG=${CFG}-$(backbone_tag "$BACKBONE")
-fi
+# $BACKBONE: folder CFG-<tag> and MODEL.BACKBONE.NAME in OPTS.
+backbone_override "$(basename "$CONFIG" .yaml)"
+CFG=$CFG_TAG
 
 TRAIN_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${METHOD}/${CFG}/seed${SEED}
 TEST_DIR=${OUTPUT}/base2new/test_new/${DATASET}/shots_${SHOTS}/${METHOD}/${CFG}/seed${SEED}

@@ -1,6 +1,6 @@
-# Checks and helpers shared by every per-method driver (scripts/<method>/*.sh). Source it after
-# setting nothing: `. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"`; it defines functions and
-# REPO / CALLER, and runs nothing.
+# Checks and helpers shared by every per-method driver (scripts/<method>/*.sh). Source it right
+# after `set -euo pipefail`: `. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"`; it defines
+# functions and REPO / CALLER / PY, and runs nothing.
 #
 #   from_caller PATH           a path given by the user, relative to where the script started
 #   require_data DATA          checks the dataset root; prints it absolute
@@ -10,6 +10,22 @@
 #                              "Finish training" followed by "=> result")
 #   run_train DIR ARGS...      skip a finished DIR, else (re)run `train.py ARGS` (which must
 #                              include --output-dir DIR; a rerun resumes from its checkpoint)
+#
+# The skeleton of a driver (scripts/coop/main.sh is the model):
+#   check_nargs MIN MAX COUNT  the script's usage() and status 2 unless MIN <= COUNT <= MAX
+#   check_data NTH             DATA (the NTH argument, else $DATA) checked and made absolute; a
+#                              missing one says "pass it as the NTH argument" and prints usage()
+#   backbone_override CFG      sets CFG_TAG: CFG, or CFG-<tag> when $BACKBONE is set, which also
+#                              appends MODEL.BACKBONE.NAME $BACKBONE to the OPTS array
+#   run_seeds TEMPLATE ARGS... run_train for each seed of $SEEDS, into TEMPLATE with {seed}
+#                              replaced; an ARG that is exactly {seed} or {dir} becomes the seed
+#                              or that folder (so `--seed {seed} --output-dir {dir}`)
+#   require_checkpoint FILE LINE...
+#                              unless FILE exists, prints the LINEs (what is missing, how to make
+#                              it) to stderr and fails with status 2
+#   run_eval DIR ARGS...       an evaluation-only run: skipped once DIR has results.json, else
+#                              `train.py ARGS` (with --output-dir DIR)
+# Those that can fail return 2 (callers add `|| exit 2`) instead of exiting themselves.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 CALLER=$(pwd -P)
@@ -82,5 +98,69 @@ run_train() {
     else
         echo "Run: ${dir}"
     fi
+    (cd "$REPO" && "${PY[@]}" train.py "$@")
+}
+
+check_nargs() {  # MIN MAX COUNT
+    if [ "$3" -lt "$1" ] || [ "$3" -gt "$2" ]; then
+        usage
+        return 2
+    fi
+}
+
+check_data() {  # NTH: sets DATA
+    if [ -z "${DATA:-}" ]; then
+        echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the $1 argument" >&2
+        usage
+        return 2
+    fi
+    DATA=$(require_data "$DATA") || return 2
+}
+
+# A backbone override gets its own folder so that it never mixes with the config's backbone.
+backbone_override() {  # CFG: sets CFG_TAG, may append to OPTS
+    CFG_TAG=$1
+    if [ -n "${BACKBONE:-}" ]; then
+        CFG_TAG=$1-$(backbone_tag "$BACKBONE")
+        OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
+    fi
+}
+
+# One run_train per seed: a finished seed is skipped, anything else is (re)started and train.py
+# resumes from the checkpoint in its folder. The first failing seed stops the loop (its status).
+run_seeds() {  # TEMPLATE ARGS...
+    local template=$1 seed folder arg
+    local -a argv
+    shift
+    for seed in $SEEDS; do
+        folder=${template//'{seed}'/"$seed"}
+        argv=()
+        for arg in "$@"; do
+            case $arg in
+                '{seed}') argv+=("$seed") ;;
+                '{dir}') argv+=("$folder") ;;
+                *) argv+=("$arg") ;;
+            esac
+        done
+        run_train "$folder" "${argv[@]}" || return
+    done
+}
+
+require_checkpoint() {  # FILE LINE...
+    [ -f "$1" ] && return 0
+    shift
+    printf '%s\n' "$@" >&2
+    return 2
+}
+
+# Evaluations are not resumed: results.json is the only sign of a finished one.
+run_eval() {  # DIR ARGS...
+    local dir=$1
+    shift
+    if [ -f "$dir/results.json" ]; then
+        echo "Skip: finished evaluation at $dir"
+        return 0
+    fi
+    echo "Run: ${dir}"
     (cd "$REPO" && "${PY[@]}" train.py "$@")
 }

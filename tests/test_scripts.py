@@ -1,4 +1,5 @@
-"""scripts/taskres/*.sh with a stand-in interpreter, and the yaml files under configs/."""
+"""scripts/taskres/*.sh, the scripts/common.sh helpers and the per-method drivers with a stand-in
+interpreter, and the yaml files under configs/."""
 import glob
 import json
 import os
@@ -194,6 +195,145 @@ def test_zeroshot_script(fake):
     ]
     r = run(ZEROSHOT, "oxford_pets", "rn50")
     assert r.returncode != 0 and "DATA" in r.stderr
+
+
+# ---------------------------------------------------------------- scripts/common.sh helpers
+
+COMMON = os.path.join(REPO, "scripts", "common.sh")
+
+
+def driver(tmp, body):
+    """A small driver script that sources common.sh and runs `body`."""
+    path = tmp / "driver.sh"
+    path.write_text(f'set -euo pipefail\n. "{COMMON}"\nusage() {{ echo "usage: driver.sh A [DATA]" >&2; }}\n'
+                    + body)
+    return path
+
+
+def test_run_seeds_fills_the_template_and_skips_finished_seeds(fake):
+    run, recorded, _, tmp = fake
+    script = driver(tmp, 'run_seeds "$OUT/a b/seed{seed}" --seed {seed} --output-dir {dir} X{seed} "{seed} " LAST\n')
+    r = run(script, OUT=tmp / "out", SEEDS="1 3")
+    assert r.returncode == 0, r.stderr
+    dirs = {s: f"{tmp}/out/a b/seed{s}" for s in ("1", "3", "4")}
+    # Only whole {seed} / {dir} arguments are replaced.
+    assert recorded() == [["train.py", "--seed", s, "--output-dir", dirs[s], "X{seed}", "{seed} ", "LAST"]
+                          for s in ("1", "3")]
+    assert r.stdout.splitlines() == [f"Run: {dirs['1']}", f"Run: {dirs['3']}"]
+
+    r = run(script, OUT=tmp / "out", SEEDS="1 3 4")
+    assert r.returncode == 0, r.stderr
+    assert [opt(a, "--seed") for a in recorded()] == ["1", "3", "4"]
+    assert r.stdout.splitlines() == [f"Skip: finished run at {dirs['1']}", f"Skip: finished run at {dirs['3']}",
+                                     f"Run: {dirs['4']}"]
+
+    # The first failing seed stops the loop with its status.
+    r = run(script, OUT=tmp / "out", SEEDS="5 6", PYTHON="false")
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [f"Run: {tmp}/out/a b/seed5"]
+
+
+def test_check_nargs_and_check_data(fake):
+    run, recorded, data, tmp = fake
+    script = driver(tmp, 'check_nargs 1 2 $# || exit 2\nDATA=${2:-${DATA:-}}\ncheck_data 2nd || exit 2\n'
+                         'echo "DATA=$DATA"\n')
+    for args in ((), ("a", "b", "c")):
+        r = run(script, *args, DATA=data)
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", "usage: driver.sh A [DATA]\n")
+    r = run(script, "a")
+    assert r.returncode == 2
+    assert r.stderr == ("error: no dataset root given: set DATA=/path/to/datasets or pass it as the 2nd argument\n"
+                        "usage: driver.sh A [DATA]\n")
+    r = run(script, "a", "missing")
+    assert r.returncode == 2 and r.stderr == f"error: dataset root {tmp}/missing is not a folder\n"
+    r = run(script, "a", DATA="data")  # relative to where the script was started
+    assert r.returncode == 0 and r.stdout == f"DATA={data}\n"
+    assert recorded() == []
+
+
+def test_backbone_override(fake):
+    run, _, _, tmp = fake
+    script = driver(tmp, 'OPTS=(A 1)\nbackbone_override rn50\nprintf "%s\\n" "$CFG_TAG" "${OPTS[@]}"\n')
+    assert run(script).stdout.split() == ["rn50", "A", "1"]
+    assert run(script, BACKBONE="ViT-B/16").stdout.split() == [
+        "rn50-ViT-B-16", "A", "1", "MODEL.BACKBONE.NAME", "ViT-B/16"]
+
+
+def test_require_checkpoint_and_run_eval(fake):
+    run, recorded, _, tmp = fake
+    script = driver(tmp, 'require_checkpoint "$CKPT" "error: no masks in $CKPT" "  train first" || exit 2\n'
+                         'run_eval "$OUT" --output-dir "$OUT" --eval-only\n')
+    ckpt, out = tmp / "model" / "checkpoint", tmp / "eval"
+    r = run(script, CKPT=ckpt, OUT=out)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: no masks in {ckpt}\n  train first\n")
+    assert recorded() == []
+    ckpt.parent.mkdir()
+    ckpt.write_text("x")
+    r = run(script, CKPT=ckpt, OUT=out)
+    assert r.returncode == 0 and r.stdout == f"Run: {out}\n"
+    assert recorded() == [["train.py", "--output-dir", str(out), "--eval-only"]]
+    r = run(script, CKPT=ckpt, OUT=out)
+    assert r.returncode == 0 and r.stdout == f"Skip: finished evaluation at {out}\n"
+    assert len(recorded()) == 1
+
+
+# Every per-method seed-loop driver: its arguments (without DATA), the largest argument count, and
+# the folder of one run without its seed<S> (the layout users and the analysis tools rely on).
+DRIVERS = [
+    ("taskres/main.sh", ["dtd", CFG, "none", "4", "0.5"], 6, f"dtd/TaskRes/{CFG}_4shots/base_regular_alpha0.5"),
+    ("coop/main.sh", ["dtd", "rn50_ep50", "end", "16", "4", "False"], 7,
+     "dtd/CoOp/rn50_ep50_4shots/nctx16_cscFalse_ctpend"),
+    ("clip_adapter/main.sh", ["dtd", "rn50", "4", "0.2"], 5, "dtd/CLIP_Adapter/rn50_4shots/ratio0.2"),
+    ("linear_probe/main.sh", ["dtd", "rn50", "4"], 4, "dtd/LinearProbe/rn50_4shots"),
+    ("tip_adapter/main.sh", ["TipAdapterF", "dtd", "4"], 4, "dtd/TipAdapterF/dtd_4shots/search_val_epoch_val"),
+    ("masktuning/main.sh", ["dtd", "4", "0.3"], 4, "dtd/MaskTuning/vit_b16_4shots/lambda0.3"),
+    ("masktuning/base2new_train.sh", ["dtd"], 2, "base2new/train_base/dtd/shots_16/MaskTuning/vit_b16"),
+]
+
+
+@pytest.mark.parametrize("script,args,most,layout", DRIVERS, ids=[d[0] for d in DRIVERS])
+def test_drivers_usage_layout_and_skip(fake, script, args, most, layout):
+    run, recorded, data, tmp = fake
+    path = os.path.join(REPO, "scripts", script)
+    r = run(path, *args, data, "extra", *["x"] * (most - len(args) - 1))
+    assert r.returncode == 2 and r.stderr.startswith(f"usage: bash scripts/{script} "), r.stderr
+    r = run(path, *args[:-1], DATA=data)
+    assert r.returncode == 2 and r.stderr.startswith(f"usage: bash scripts/{script} "), r.stderr
+    assert recorded() == []
+
+    r = run(path, *args, DATA=data, SEEDS="1 2")
+    assert r.returncode == 0, r.stderr
+    dirs = [f"{tmp}/output/{layout}/seed{s}" for s in (1, 2)]
+    assert [opt(a, "--output-dir") for a in recorded()] == dirs
+    assert [(opt(a, "--seed"), opt(a, "--root")) for a in recorded()] == [("1", str(data)), ("2", str(data))]
+    r = run(path, *args, data, SEEDS="1 2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"Skip: finished run at {d}" for d in dirs]
+    assert len(recorded()) == 2
+
+
+@pytest.mark.parametrize("script,args,model", [
+    ("eval.sh", ["dtd", "0.3"], "dtd/MaskTuning/vit_b16_16shots/lambda0.3/seed1"),
+    ("base2new_eval.sh", ["dtd"], "base2new/train_base/dtd/shots_16/MaskTuning/vit_b16/seed1"),
+])
+def test_masktuning_evals_need_trained_masks(fake, script, args, model):
+    run, recorded, data, tmp = fake
+    path = os.path.join(REPO, "scripts", "masktuning", script)
+    r = run(path, *args, data, SEEDS="1")
+    assert r.returncode == 2
+    assert f"error: no trained masks in {tmp}/output/{model} (expected shared/checkpoint)" in r.stderr
+    train = script.replace("eval", "train")
+    assert f"  bash scripts/masktuning/{train} dtd " in r.stderr
+    assert recorded() == []
+    (tmp / "output" / model / "shared").mkdir(parents=True)
+    (tmp / "output" / model / "shared" / "checkpoint").write_text("x")
+    r = run(path, *args, data, SEEDS="1")
+    assert r.returncode == 0, r.stderr
+    (argv,) = recorded()
+    assert opt(argv, "--model-dir") == f"{tmp}/output/{model}" and "--eval-only" in argv
+    r = run(path, *args, data, SEEDS="1")
+    assert r.returncode == 0 and r.stdout.startswith("Skip: finished evaluation at ")
+    assert len(recorded()) == 1
 
 
 # ---------------------------------------------------------------- configs

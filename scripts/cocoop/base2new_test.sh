@@ -12,15 +12,12 @@
 # re-evaluates the base classes, "all" all of them), OUTPUT (output), EXTRA_OPTS, PYTHON, DATA.
 # A folder that already holds results.json is skipped.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/cocoop/base2new_test.sh DATASET SEED [DATA]" >&2
 }
-
-if [ $# -lt 2 ] || [ $# -gt 3 ]; then
-    usage
-    exit 2
-fi
+check_nargs 2 3 $# || exit 2
 
 DATASET=$1
 SEED=$2
@@ -31,18 +28,12 @@ LOAD_EPOCH=${LOAD_EPOCH:-10}
 SUB=${SUB:-new}
 OUTPUT=${OUTPUT:-output}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case $SUB in
     all|base|new) ;;
     *) echo "error: SUB must be all, base or new, got '$SUB'" >&2; exit 2 ;;
 esac
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 3rd argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 3rd || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
@@ -52,21 +43,13 @@ require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 MODEL_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/CoCoOp/${CFG}/seed${SEED}
 DIR=${OUTPUT}/base2new/test_${SUB}/${DATASET}/shots_${SHOTS}/CoCoOp/${CFG}/seed${SEED}
 CKPT=$MODEL_DIR/prompt_learner/model.pth.tar-$LOAD_EPOCH
-if [ ! -f "$CKPT" ]; then
-    {
-        echo "error: checkpoint not found: $CKPT"
-        echo "Train on the base classes first:"
-        echo "  bash scripts/cocoop/base2new_train.sh $DATASET $SEED $DATA"
-        echo "(or set LOAD_EPOCH to the epoch of the checkpoint you have)"
-    } >&2
-    exit 2
-fi
-if [ -f "$DIR/results.json" ]; then
-    echo "Skip: finished evaluation at $DIR"
-    exit 0
-fi
-echo "Run: ${DIR}"
-(cd "$REPO" && "${PY[@]}" train.py \
+require_checkpoint "$CKPT" \
+    "error: checkpoint not found: $CKPT" \
+    "Train on the base classes first:" \
+    "  bash scripts/cocoop/base2new_train.sh $DATASET $SEED $DATA" \
+    "(or set LOAD_EPOCH to the epoch of the checkpoint you have)" || exit 2
+# A finished evaluation (results.json) is skipped.
+run_eval "$DIR" \
     --root "$DATA" \
     --seed "$SEED" \
     --trainer CoCoOp \
@@ -78,4 +61,4 @@ echo "Run: ${DIR}"
     --eval-only \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES "$SUB" \
-    ${EXTRA[@]+"${EXTRA[@]}"})
+    ${EXTRA[@]+"${EXTRA[@]}"}

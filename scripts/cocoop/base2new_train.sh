@@ -14,15 +14,12 @@
 # OUTPUT (output), EXTRA_OPTS (more KEY VALUE config overrides), PYTHON (python), DATA.
 # A finished run is skipped; an unfinished one is run again and resumes from its checkpoint.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/cocoop/base2new_train.sh DATASET SEED [DATA]" >&2
 }
-
-if [ $# -lt 2 ] || [ $# -gt 3 ]; then
-    usage
-    exit 2
-fi
+check_nargs 2 3 $# || exit 2
 
 DATASET=$1
 SEED=$2
@@ -31,20 +28,15 @@ CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1}
 SHOTS=${SHOTS:-16}
 OUTPUT=${OUTPUT:-output}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 3rd argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 3rd || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/CoCoOp/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
+# One seed, as CoCoOp's script: skipped when finished, else (re)run and resumed.
 DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/CoCoOp/${CFG}/seed${SEED}
 run_train "$DIR" \
     --root "$DATA" \

@@ -21,15 +21,12 @@
 # OUTPUT (output), MODEL_ROOT (the ImageNet runs' top folder: $OUTPUT/imagenet/CoOp),
 # EXTRA_OPTS, PYTHON (python), DATA. A seed whose folder holds results.json is skipped.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/coop/eval.sh DATASET CFG [DATA]" >&2
 }
-
-if [ $# -lt 2 ] || [ $# -gt 3 ]; then
-    usage
-    exit 2
-fi
+check_nargs 2 3 $# || exit 2
 
 DATASET=$1
 CFG=$2
@@ -42,14 +39,8 @@ LOAD_EPOCH=${LOAD_EPOCH:-50}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 3rd argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 3rd || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 MODEL_ROOT=$(from_caller "${MODEL_ROOT:-$OUTPUT/imagenet/CoOp}")
 

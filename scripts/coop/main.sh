@@ -16,16 +16,13 @@
 # EXTRA_OPTS (more KEY VALUE config overrides), PYTHON (python), DATA.
 # See scripts/coop/README.md.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/coop/main.sh DATASET CFG CTP NCTX SHOTS CSC [DATA]" >&2
     echo "       (CTP: end|middle|front; CSC: True|False; DATA may also come from \$DATA)" >&2
 }
-
-if [ $# -lt 6 ] || [ $# -gt 7 ]; then
-    usage
-    exit 2
-fi
+check_nargs 6 7 $# || exit 2
 
 DATASET=$1
 CFG=$2
@@ -36,9 +33,7 @@ CSC=$6
 DATA=${7:-${DATA:-}}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
-BACKBONE=${BACKBONE:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case $CTP in
     end|middle|front) ;;
@@ -48,38 +43,24 @@ case $CSC in
     True|False) ;;
     *) echo "error: CSC must be True or False, got '$CSC'" >&2; usage; exit 2 ;;
 esac
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 7th argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 7th || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/CoOp/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
-# A backbone override gets its own folder so that it never mixes with the config's backbone.
-CFG_TAG=$CFG
 OPTS=(TRAINER.COOP.N_CTX "$NCTX" TRAINER.COOP.CSC "$CSC" TRAINER.COOP.CLASS_TOKEN_POSITION "$CTP"
       DATASET.NUM_SHOTS "$SHOTS")
-if [ -n "$BACKBONE" ]; then
-    CFG_TAG=${CFG}-$(backbone_tag "$BACKBONE")
-    OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
-fi
+backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
 
-# A finished seed (results.json, or a log with the final result) is skipped; anything else is
-# (re)started and train.py resumes from the checkpoint in the folder.
-for SEED in $SEEDS; do
-    DIR=${OUTPUT}/${DATASET}/CoOp/${CFG_TAG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
-    run_train "$DIR" \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer CoOp \
-        --dataset-config-file "$DATASET_CFG" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$DIR" \
-        "${OPTS[@]}" \
-        ${EXTRA[@]+"${EXTRA[@]}"}
-done
+# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
+run_seeds "${OUTPUT}/${DATASET}/CoOp/${CFG_TAG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed{seed}" \
+    --root "$DATA" \
+    --seed {seed} \
+    --trainer CoOp \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir {dir} \
+    "${OPTS[@]}" \
+    ${EXTRA[@]+"${EXTRA[@]}"}

@@ -12,16 +12,13 @@
 # EXTRA_OPTS (more KEY VALUE config overrides), PYTHON (python), DATA.
 # See scripts/linear_probe/README.md.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/linear_probe/main.sh DATASET CFG SHOTS [DATA]" >&2
     echo "       (DATA may also come from \$DATA)" >&2
 }
-
-if [ $# -lt 3 ] || [ $# -gt 4 ]; then
-    usage
-    exit 2
-fi
+check_nargs 3 4 $# || exit 2
 
 DATASET=$1
 CFG=$2
@@ -29,39 +26,25 @@ SHOTS=$3
 DATA=${4:-${DATA:-}}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
-BACKBONE=${BACKBONE:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 4th argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 4th || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/LinearProbe/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
-CFG_TAG=$CFG
 OPTS=(DATASET.NUM_SHOTS "$SHOTS")
-if [ -n "$BACKBONE" ]; then
-    CFG_TAG=${CFG}-$(backbone_tag "$BACKBONE")
-    OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
-fi
+backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
 
-# A finished seed is skipped; anything else is (re)run (the fit takes no epochs).
-for SEED in $SEEDS; do
-    DIR=${OUTPUT}/${DATASET}/LinearProbe/${CFG_TAG}_${SHOTS}shots/seed${SEED}
-    run_train "$DIR" \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer LinearProbe \
-        --dataset-config-file "$DATASET_CFG" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$DIR" \
-        "${OPTS[@]}" \
-        ${EXTRA[@]+"${EXTRA[@]}"}
-done
+# Each seed of $SEEDS: skipped when finished, else (re)run (the fit takes no epochs).
+run_seeds "${OUTPUT}/${DATASET}/LinearProbe/${CFG_TAG}_${SHOTS}shots/seed{seed}" \
+    --root "$DATA" \
+    --seed {seed} \
+    --trainer LinearProbe \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir {dir} \
+    "${OPTS[@]}" \
+    ${EXTRA[@]+"${EXTRA[@]}"}

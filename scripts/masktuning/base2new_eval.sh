@@ -11,15 +11,12 @@
 # CFG, LOAD_EPOCH (the latest checkpoint), OUTPUT (output), EXTRA_OPTS, PYTHON, DATA.
 # A folder that already holds results.json is skipped.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/masktuning/base2new_eval.sh DATASET [DATA]" >&2
 }
-
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    usage
-    exit 2
-fi
+check_nargs 1 2 $# || exit 2
 
 DATASET=$1
 DATA=${2:-${DATA:-}}
@@ -29,19 +26,13 @@ SUB=${SUB:-new}
 OUTPUT=${OUTPUT:-output}
 LOAD_EPOCH=${LOAD_EPOCH:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case $SUB in
     all|base|new) ;;
     *) echo "error: SUB must be all, base or new, got '$SUB'" >&2; exit 2 ;;
 esac
 if [ "$DATASET" = "imagenet" ]; then CFG=${CFG:-imagenet_vit_b16}; else CFG=${CFG:-vit_b16}; fi
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 2nd argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 2nd || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
@@ -50,20 +41,14 @@ require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 LOAD=()
 if [ -n "$LOAD_EPOCH" ]; then LOAD=(--load-epoch "$LOAD_EPOCH"); fi
 
+# Seed by seed: a seed without trained masks stops the script; a finished evaluation is skipped.
 for SEED in $SEEDS; do
     MODEL_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/MaskTuning/${CFG}/seed${SEED}
     DIR=${OUTPUT}/base2new/test_${SUB}/${DATASET}/shots_${SHOTS}/MaskTuning/${CFG}/seed${SEED}
-    if [ ! -f "$MODEL_DIR/shared/checkpoint" ]; then
-        echo "error: no trained masks in $MODEL_DIR (expected shared/checkpoint); train on the base classes first:" >&2
-        echo "  bash scripts/masktuning/base2new_train.sh $DATASET $DATA" >&2
-        exit 2
-    fi
-    if [ -f "$DIR/results.json" ]; then
-        echo "Skip: finished evaluation at $DIR"
-        continue
-    fi
-    echo "Run: ${DIR}"
-    (cd "$REPO" && "${PY[@]}" train.py \
+    require_checkpoint "$MODEL_DIR/shared/checkpoint" \
+        "error: no trained masks in $MODEL_DIR (expected shared/checkpoint); train on the base classes first:" \
+        "  bash scripts/masktuning/base2new_train.sh $DATASET $DATA" || exit 2
+    run_eval "$DIR" \
         --root "$DATA" \
         --seed "$SEED" \
         --trainer MaskTuning \
@@ -75,5 +60,5 @@ for SEED in $SEEDS; do
         --eval-only \
         DATASET.NUM_SHOTS "$SHOTS" \
         DATASET.SUBSAMPLE_CLASSES "$SUB" \
-        ${EXTRA[@]+"${EXTRA[@]}"})
+        ${EXTRA[@]+"${EXTRA[@]}"}
 done

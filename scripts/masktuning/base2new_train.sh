@@ -9,15 +9,12 @@
 # base2new_eval.sh DATASET. Environment: SEEDS ("1 2 3"), SHOTS (16), CFG, OUTPUT (output),
 # EXTRA_OPTS, PYTHON, DATA. A finished seed is skipped; an unfinished one resumes.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/masktuning/base2new_train.sh DATASET [DATA]" >&2
 }
-
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-    usage
-    exit 2
-fi
+check_nargs 1 2 $# || exit 2
 
 DATASET=$1
 DATA=${2:-${DATA:-}}
@@ -25,32 +22,24 @@ SEEDS=${SEEDS:-1 2 3}
 SHOTS=${SHOTS:-16}
 OUTPUT=${OUTPUT:-output}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 if [ "$DATASET" = "imagenet" ]; then CFG=${CFG:-imagenet_vit_b16}; else CFG=${CFG:-vit_b16}; fi
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 2nd argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 2nd || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/MaskTuning/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
-for SEED in $SEEDS; do
-    DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/MaskTuning/${CFG}/seed${SEED}
-    run_train "$DIR" \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer MaskTuning \
-        --dataset-config-file "$DATASET_CFG" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$DIR" \
-        DATASET.NUM_SHOTS "$SHOTS" \
-        DATASET.SUBSAMPLE_CLASSES base \
-        TEST.FINAL_MODEL last_step \
-        ${EXTRA[@]+"${EXTRA[@]}"}
-done
+# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
+run_seeds "${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/MaskTuning/${CFG}/seed{seed}" \
+    --root "$DATA" \
+    --seed {seed} \
+    --trainer MaskTuning \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir {dir} \
+    DATASET.NUM_SHOTS "$SHOTS" \
+    DATASET.SUBSAMPLE_CLASSES base \
+    TEST.FINAL_MODEL last_step \
+    ${EXTRA[@]+"${EXTRA[@]}"}

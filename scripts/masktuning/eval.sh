@@ -10,15 +10,12 @@
 # Environment: TARGET (DATASET), SHOTS (16), SEEDS ("1 2 3"), CFG, LOAD_EPOCH (the latest
 # checkpoint), OUTPUT (output), EXTRA_OPTS, PYTHON, DATA. A finished evaluation is skipped.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/masktuning/eval.sh DATASET [GDR_LAMBDA] [DATA]" >&2
 }
-
-if [ $# -lt 1 ] || [ $# -gt 3 ]; then
-    usage
-    exit 2
-fi
+check_nargs 1 3 $# || exit 2
 
 DATASET=$1
 DATA=${3:-${DATA:-}}
@@ -28,15 +25,9 @@ TARGET=${TARGET:-$DATASET}
 OUTPUT=${OUTPUT:-output}
 LOAD_EPOCH=${LOAD_EPOCH:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 if [ "$DATASET" = "imagenet" ]; then CFG=${CFG:-imagenet_vit_b16}; else CFG=${CFG:-vit_b16}; fi
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 3rd argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 3rd || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 if [ $# -ge 2 ]; then
     LAMBDA=$2
@@ -52,20 +43,14 @@ if [ "$TARGET" != "$DATASET" ]; then SUFFIX=eval_${TARGET}; fi
 LOAD=()
 if [ -n "$LOAD_EPOCH" ]; then LOAD=(--load-epoch "$LOAD_EPOCH"); fi
 
+# Seed by seed: a seed without trained masks stops the script; a finished evaluation is skipped.
 for SEED in $SEEDS; do
     MODEL_DIR=${OUTPUT}/${DATASET}/MaskTuning/${CFG}_${SHOTS}shots/lambda${LAMBDA}/seed${SEED}
     DIR=$MODEL_DIR/$SUFFIX
-    if [ ! -f "$MODEL_DIR/shared/checkpoint" ]; then
-        echo "error: no trained masks in $MODEL_DIR (expected shared/checkpoint); train first:" >&2
-        echo "  bash scripts/masktuning/train.sh $DATASET $LAMBDA $DATA" >&2
-        exit 2
-    fi
-    if [ -f "$DIR/results.json" ]; then
-        echo "Skip: finished evaluation at $DIR"
-        continue
-    fi
-    echo "Run: ${DIR}"
-    (cd "$REPO" && "${PY[@]}" train.py \
+    require_checkpoint "$MODEL_DIR/shared/checkpoint" \
+        "error: no trained masks in $MODEL_DIR (expected shared/checkpoint); train first:" \
+        "  bash scripts/masktuning/train.sh $DATASET $LAMBDA $DATA" || exit 2
+    run_eval "$DIR" \
         --root "$DATA" \
         --seed "$SEED" \
         --trainer MaskTuning \
@@ -76,5 +61,5 @@ for SEED in $SEEDS; do
         ${LOAD[@]+"${LOAD[@]}"} \
         --eval-only \
         DATASET.NUM_SHOTS "$SHOTS" \
-        ${EXTRA[@]+"${EXTRA[@]}"})
+        ${EXTRA[@]+"${EXTRA[@]}"}
 done

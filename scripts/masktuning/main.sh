@@ -15,15 +15,12 @@
 # DATA. A finished seed is skipped; an unfinished one is run again and resumes.
 # See scripts/masktuning/README.md.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/masktuning/main.sh DATASET SHOTS GDR_LAMBDA [DATA]" >&2
 }
-
-if [ $# -lt 3 ] || [ $# -gt 4 ]; then
-    usage
-    exit 2
-fi
+check_nargs 3 4 $# || exit 2
 
 DATASET=$1
 SHOTS=$2
@@ -31,39 +28,26 @@ LAMBDA=$3
 DATA=${4:-${DATA:-}}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
-BACKBONE=${BACKBONE:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 if [ "$DATASET" = "imagenet" ]; then CFG=${CFG:-imagenet_vit_b16}; else CFG=${CFG:-vit_b16}; fi
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 4th argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 4th || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/MaskTuning/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
-CFG_TAG=$CFG
 OPTS=(DATASET.NUM_SHOTS "$SHOTS" MASK.GDR_LAMBDA "$LAMBDA")
-if [ -n "$BACKBONE" ]; then
-    CFG_TAG=${CFG}-$(backbone_tag "$BACKBONE")
-    OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
-fi
+backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
 
-for SEED in $SEEDS; do
-    DIR=${OUTPUT}/${DATASET}/MaskTuning/${CFG_TAG}_${SHOTS}shots/lambda${LAMBDA}/seed${SEED}
-    run_train "$DIR" \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer MaskTuning \
-        --dataset-config-file "$DATASET_CFG" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$DIR" \
-        "${OPTS[@]}" \
-        ${EXTRA[@]+"${EXTRA[@]}"}
-done
+# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
+run_seeds "${OUTPUT}/${DATASET}/MaskTuning/${CFG_TAG}_${SHOTS}shots/lambda${LAMBDA}/seed{seed}" \
+    --root "$DATA" \
+    --seed {seed} \
+    --trainer MaskTuning \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir {dir} \
+    "${OPTS[@]}" \
+    ${EXTRA[@]+"${EXTRA[@]}"}

@@ -11,19 +11,15 @@
 # Runs scripts/masktuning/main.sh DATASET $SHOTS GDR_LAMBDA; same environment (SEEDS, CFG,
 # OUTPUT, BACKBONE, EXTRA_OPTS, PYTHON, DATA), plus SHOTS (16).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/masktuning/train.sh DATASET [GDR_LAMBDA] [DATA]" >&2
 }
-
-if [ $# -lt 1 ] || [ $# -gt 3 ]; then
-    usage
-    exit 2
-fi
+check_nargs 1 3 $# || exit 2
 
 DATASET=$1
 SHOTS=${SHOTS:-16}
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 if [ $# -ge 2 ]; then
     LAMBDA=$2

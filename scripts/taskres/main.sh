@@ -14,16 +14,13 @@
 # EXTRA_OPTS (more KEY VALUE config overrides), PYTHON (python), DATA.
 # See scripts/taskres/README.md.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/taskres/main.sh DATASET CFG ENHANCE SHOTS SCALE [DATA]" >&2
     echo "       (ENHANCE is 'none' or the path of an enhanced base; DATA may also come from \$DATA)" >&2
 }
-
-if [ $# -lt 5 ] || [ $# -gt 6 ]; then
-    usage
-    exit 2
-fi
+check_nargs 5 6 $# || exit 2
 
 DATASET=$1
 CFG=$2
@@ -33,16 +30,9 @@ SCALE=$5
 DATA=${6:-${DATA:-}}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
-BACKBONE=${BACKBONE:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 6th argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 6th || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 if [ "$ENHANCE" = "none" ]; then
     BASE=regular
@@ -59,26 +49,17 @@ DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/TaskRes/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
-# A backbone override gets its own folder so that it never mixes with the config's backbone.
-CFG_TAG=$CFG
 OPTS=(DATASET.NUM_SHOTS "$SHOTS" TRAINER.TaskRes.RESIDUAL_SCALE "$SCALE")
-if [ -n "$BACKBONE" ]; then
-    CFG_TAG=${CFG}-$(backbone_tag "$BACKBONE")
-    OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
-fi
+backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
 
-# A finished seed (results.json, or a log with the final result) is skipped; anything else is
-# (re)started and train.py resumes from the checkpoint in the folder.
-for SEED in $SEEDS; do
-    DIR=${OUTPUT}/${DATASET}/TaskRes/${CFG_TAG}_${SHOTS}shots/base_${BASE}_alpha${SCALE}/seed${SEED}
-    run_train "$DIR" \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer TaskRes \
-        --dataset-config-file "$DATASET_CFG" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$DIR" \
-        --enhanced-base "$ENHANCE" \
-        "${OPTS[@]}" \
-        ${EXTRA[@]+"${EXTRA[@]}"}
-done
+# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
+run_seeds "${OUTPUT}/${DATASET}/TaskRes/${CFG_TAG}_${SHOTS}shots/base_${BASE}_alpha${SCALE}/seed{seed}" \
+    --root "$DATA" \
+    --seed {seed} \
+    --trainer TaskRes \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir {dir} \
+    --enhanced-base "$ENHANCE" \
+    "${OPTS[@]}" \
+    ${EXTRA[@]+"${EXTRA[@]}"}

@@ -15,16 +15,13 @@
 # reference's protocol, or last), BACKBONE, EXTRA_OPTS, PYTHON, DATA.
 # See scripts/tip_adapter/README.md.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 usage() {
     echo "usage: bash scripts/tip_adapter/main.sh TRAINER DATASET SHOTS [DATA]" >&2
     echo "       (TRAINER is TipAdapter or TipAdapterF; DATA may also come from \$DATA)" >&2
 }
-
-if [ $# -lt 3 ] || [ $# -gt 4 ]; then
-    usage
-    exit 2
-fi
+check_nargs 3 4 $# || exit 2
 
 TRAINER=$1
 DATASET=$2
@@ -35,48 +32,35 @@ OUTPUT=${OUTPUT:-output}
 CFG=${CFG:-$DATASET}
 SEARCH_SPLIT=${SEARCH_SPLIT:-val}
 EPOCH_SELECTION=${EPOCH_SELECTION:-val}
-BACKBONE=${BACKBONE:-}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
-. "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case $TRAINER in
     TipAdapter|TipAdapterF) ;;
     *) echo "error: TRAINER must be TipAdapter or TipAdapterF, got '$TRAINER'" >&2; usage; exit 2 ;;
 esac
-if [ -z "$DATA" ]; then
-    echo "error: no dataset root given: set DATA=/path/to/datasets or pass it as the 4th argument" >&2
-    usage
-    exit 2
-fi
-DATA=$(require_data "$DATA") || exit 2
+check_data 4th || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 TRAINER_CFG=configs/trainers/${TRAINER}/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
-CFG_TAG=$CFG
 OPTS=(DATASET.NUM_SHOTS "$SHOTS" TRAINER.TIP.SEARCH_SPLIT "$SEARCH_SPLIT")
 PROTOCOL=search_${SEARCH_SPLIT}
 if [ "$TRAINER" = TipAdapterF ]; then
     OPTS+=(TRAINER.TIP.EPOCH_SELECTION "$EPOCH_SELECTION")
     PROTOCOL=${PROTOCOL}_epoch_${EPOCH_SELECTION}
 fi
-if [ -n "$BACKBONE" ]; then
-    CFG_TAG=${CFG}-$(backbone_tag "$BACKBONE")
-    OPTS+=(MODEL.BACKBONE.NAME "$BACKBONE")
-fi
+backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
 
-# A finished seed is skipped; anything else is (re)run (Tip-Adapter-F resumes from its checkpoint).
-for SEED in $SEEDS; do
-    DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG_TAG}_${SHOTS}shots/${PROTOCOL}/seed${SEED}
-    run_train "$DIR" \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "$DATASET_CFG" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$DIR" \
-        "${OPTS[@]}" \
-        ${EXTRA[@]+"${EXTRA[@]}"}
-done
+# Each seed of $SEEDS: skipped when finished, else (re)run (Tip-Adapter-F resumes from its
+# checkpoint).
+run_seeds "${OUTPUT}/${DATASET}/${TRAINER}/${CFG_TAG}_${SHOTS}shots/${PROTOCOL}/seed{seed}" \
+    --root "$DATA" \
+    --seed {seed} \
+    --trainer "$TRAINER" \
+    --dataset-config-file "$DATASET_CFG" \
+    --config-file "$TRAINER_CFG" \
+    --output-dir {dir} \
+    "${OPTS[@]}" \
+    ${EXTRA[@]+"${EXTRA[@]}"}
