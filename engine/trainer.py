@@ -461,31 +461,35 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
-        for name, module in self._models.items():
-            optim, sched = self._optims[name], self._scheds[name]
-            state = {
-                "state_dict": ckpt.strip_module(module.state_dict()),
-                "epoch": epoch + 1,
-                "optimizer": optim.state_dict() if optim is not None else None,
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "val_result": val_result,
-                # Which classes the per-class rows belong to (base-to-new evaluation).
-                "classnames": list(self.dm.classnames),
-            }
-            if self.grad_scaler is not None:
-                state["scaler"] = self.grad_scaler.state_dict()
-            state.update(self.checkpoint_extras(name))
-            if with_rng:
-                state["rng"] = ckpt.rng_state()
-            if self.best_result > -float("inf"):
-                state["best_result"] = float(self.best_result)  # TEST.FINAL_MODEL best_val after resume
-            filename = model_name or f"model.pth.tar-{epoch + 1}"
-            # The rolling snapshot is rewritten every epoch; skip fsync there (a process crash
-            # keeps the rename atomic; only a power loss could lose the latest snapshot).
-            path = ckpt.save_checkpoint(state, directory, name, filename, fsync=not with_rng,
-                                        pointer=filename != "model-best.pth.tar")
-            if not quiet:
-                print(f"Checkpoint saved to {path}")
+        for name in self._models:
+            self.save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
+
+    def save_one(self, name, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
+        """One registered model's checkpoint (`with_rng`: the resume snapshot)."""
+        module, optim, sched = self._models[name], self._optims[name], self._scheds[name]
+        state = {
+            "state_dict": ckpt.strip_module(module.state_dict()),
+            "epoch": epoch + 1,
+            "optimizer": optim.state_dict() if optim is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "val_result": val_result,
+            # Which classes the per-class rows belong to (base-to-new evaluation).
+            "classnames": list(self.dm.classnames),
+        }
+        if self.grad_scaler is not None:
+            state["scaler"] = self.grad_scaler.state_dict()
+        state.update(self.checkpoint_extras(name))
+        if with_rng:
+            state["rng"] = ckpt.rng_state()
+        if self.best_result > -float("inf"):
+            state["best_result"] = float(self.best_result)  # TEST.FINAL_MODEL best_val after resume
+        filename = model_name or f"model.pth.tar-{epoch + 1}"
+        # The rolling snapshot is rewritten every epoch; skip fsync there (a process crash
+        # keeps the rename atomic; only a power loss could lose the latest snapshot).
+        path = ckpt.save_checkpoint(state, directory, name, filename, fsync=not with_rng,
+                                    pointer=filename != "model-best.pth.tar")
+        if not quiet:
+            print(f"Checkpoint saved to {path}")
 
     def resume_model_if_exist(self, directory):
         paths = {name: ckpt.read_pointer(directory, name) for name in self._models}

@@ -215,40 +215,23 @@ class PromptLearner(nn.Module):
         return torch.cat([self.token_prefix, self.body(1, 1 + self.is_ctx.shape[1])], dim=1)
 
 
-@TRAINER_REGISTRY.register()
-class CoOp(Trainer):
-    cfg_node = "COOP"
-    # CoOp drops these before loading, so the current dataset's class names are used.
-    ignored_load_keys = ("token_prefix", "token_suffix")
+class PromptClassifier:
+    """CoOp's classifier for a trainer: `build_prompts(clip_model)` makes `self.prompt_learner`
+    (TRAINER.COOP settings) and its text path; `classifier()` gives the normalised text features
+    of the current context."""
 
-    @classmethod
-    def extend_cfg(cls, cfg):
-        add_node(cfg, "COOP", COOP_DEFAULTS)
-
-    def check_cfg(self, cfg):
-        node = cfg.TRAINER.COOP
-        if node.CLASS_TOKEN_POSITION not in POSITIONS:
-            raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {', '.join(POSITIONS)}, "
-                              f"got {node.CLASS_TOKEN_POSITION!r}")
-        check_text_keys(cfg, "COOP")
-
-    def build_model(self):
+    def build_prompts(self, clip_model):
         node = self.cfg.TRAINER.COOP
-        clip_model = self.load_clip()
-        print("Building custom CLIP")
         text_encoder = clip.TextEncoder(clip_model)
         learner = PromptLearner(text_encoder, self.dm.classnames, int(node.N_CTX), bool(node.CSC),
                                 node.CTX_INIT, node.CLASS_TOKEN_POSITION)
         self.prompt_learner = learner.to(self.device)
         self.text = PromptTextEncoder(text_encoder, learner.tokenized_prompts, node.TEXT_TRUNCATE,
                                       node.TEXT_SHARED_PREFIX, node.TEXT_CHUNK)
-        self.logit_scale = clip_model.logit_scale.detach().exp().float()
-        print("Turning off gradients in both the image and the text encoder")
         self._eval_text = None  # (context version, normalised text features)
         self._loaded_classnames = None
-        self.register_model("prompt_learner", self.prompt_learner)
+        return self.prompt_learner
 
-    # ---- forward -----------------------------------------------------------------------------
     def text_features(self):
         """Projected, un-normalised text features [K, D] of the current context."""
         prefix, rest = self.prompt_learner.parts(self.text.length)
@@ -265,15 +248,11 @@ class CoOp(Trainer):
             self._eval_text = (key, F.normalize(self.text_features().float(), dim=-1))
         return self._eval_text[1]
 
-    def forward(self, features):
-        text = self.classifier()
-        return self.logit_scale * F.normalize(features.float(), dim=-1) @ text.t()
-
-    # ---- records and checkpoints -------------------------------------------------------------
-    def run_extras(self):
+    def prompt_extras(self):
         learner = self.prompt_learner
         return {"n_ctx": learner.n_ctx, "csc": learner.csc, "class_token_position": learner.position,
                 "initial_context": learner.prompt_prefix, **self.text.settings()}
+
 
     def check_loaded(self, name, checkpoint):
         self._loaded_classnames = checkpoint.get("classnames")
@@ -316,3 +295,42 @@ class CoOp(Trainer):
               f"{len(trained)} trained class contexts")
         self.record["unseen_classes_mean_context"] = unseen
         return torch.stack(rows)
+
+
+def check_coop_cfg(cfg):
+    node = cfg.TRAINER.COOP
+    if node.CLASS_TOKEN_POSITION not in POSITIONS:
+        raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {', '.join(POSITIONS)}, "
+                          f"got {node.CLASS_TOKEN_POSITION!r}")
+    check_text_keys(cfg, "COOP")
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(PromptClassifier, Trainer):
+    cfg_node = "COOP"
+    # CoOp drops these before loading, so the current dataset's class names are used.
+    ignored_load_keys = ("token_prefix", "token_suffix")
+
+    @classmethod
+    def extend_cfg(cls, cfg):
+        add_node(cfg, "COOP", COOP_DEFAULTS)
+
+    def check_cfg(self, cfg):
+        check_coop_cfg(cfg)
+
+    def build_model(self):
+        clip_model = self.load_clip()
+        print("Building custom CLIP")
+        self.build_prompts(clip_model)
+        self.logit_scale = clip_model.logit_scale.detach().exp().float()
+        print("Turning off gradients in both the image and the text encoder")
+        self.register_model("prompt_learner", self.prompt_learner)
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(self, features):
+        text = self.classifier()
+        return self.logit_scale * F.normalize(features.float(), dim=-1) @ text.t()
+
+    # ---- records and checkpoints -------------------------------------------------------------
+    def run_extras(self):
+        return self.prompt_extras()

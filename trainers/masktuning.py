@@ -98,12 +98,18 @@ def logit_cotangents(logits, labels, teacher=None, temperature=1.0, alpha=1.0):
     return ce.detach(), c_ce, kl.detach(), c_kl
 
 
-def mask_gradients(logits, scores, c_ce, c_kl=None, batched=True):
+def mask_gradients(logits, scores, c_ce, c_kl=None, batched=True, extra=()):
     """(g_ce, g_kl) per score tensor from ONE graph: one batched backward pass over the two
     stacked cotangents, or (batched False) two passes over the retained graph. With c_kl None
-    only g_ce is computed (g_kl is None)."""
+    only g_ce is computed (g_kl is None). `extra` parameters (trained beside the masks, e.g.
+    CoOp's context) get their CE gradient appended to g_ce; the KL pass then runs separately,
+    over the scores only."""
+    extra = list(extra)
     if c_kl is None:
-        return list(torch.autograd.grad(logits, scores, c_ce.to(logits.dtype))), None
+        return list(torch.autograd.grad(logits, list(scores) + extra, c_ce.to(logits.dtype))), None
+    if extra:
+        g_ce = torch.autograd.grad(logits, list(scores) + extra, c_ce.to(logits.dtype), retain_graph=True)
+        return list(g_ce), list(torch.autograd.grad(logits, scores, c_kl.to(logits.dtype)))
     if batched:
         both = torch.autograd.grad(logits, scores, torch.stack([c_ce, c_kl]).to(logits.dtype),
                                    is_grads_batched=True)
@@ -189,7 +195,7 @@ class MaskTuning(Trainer):
         template = custom_template(self.cfg.DATASET.NAME)
         print(f"Prompts: {[template.format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
         feats = encode_prompts(text_encoder, names, [template]).float().mean(1)
-        self.text_features = F.normalize(feats, dim=-1).to(self.device)
+        self.prompt_classifier = F.normalize(feats, dim=-1).to(self.device)
         self.logit_scale = clip_model.logit_scale.detach().exp().float().to(self.device)
 
         self.visual = clip_model.visual
@@ -237,31 +243,42 @@ class MaskTuning(Trainer):
     def gdr_lambda(self):
         return float(self.cfg.MASK.GDR_LAMBDA) if self.cfg.MASK.GDR else 0.0
 
-    def forward(self, images):
+    def classifier(self):
+        """Normalised class text features [K, D]: one hand-written prompt per class, fixed."""
+        return self.prompt_classifier
+
+    def ce_only_params(self):
+        """Trainable parameters besides the masks (none here); they take the plain CE gradient."""
+        return []
+
+    def forward(self, images, text=None):
         images = images.to(self.device, self._image_dtype)
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.logits(self.visual(images))
+        return self.logits(self.visual(images), text)
 
-    def logits(self, image_features):
-        return self.logit_scale * F.normalize(image_features.float(), dim=-1) @ self.text_features.t()
+    def logits(self, image_features, text=None):
+        text = self.classifier() if text is None else text
+        return self.logit_scale * F.normalize(image_features.float(), dim=-1) @ text.t()
 
-    def teacher_logits(self, batch):
+    def teacher_logits(self, batch, text=None):
         """Zero-shot CLIP on the same batch (masks off, no graph): a forward of the same encoder,
         or (MASK.TEACHER store) the stored features of the batch's views."""
-        if self.teacher_store is not None:
-            return self.logits(self.teacher_store.train_feats[batch.index, batch.view])
-        with torch.no_grad(), self.masks.off(), parametrize.cached():
-            return self.forward(batch)
+        with torch.no_grad():
+            if self.teacher_store is not None:
+                return self.logits(self.teacher_store.train_feats[batch.index, batch.view], text)
+            with self.masks.off(), parametrize.cached():
+                return self.forward(batch, text)
 
     # ---- one step ----------------------------------------------------------------------------
     def forward_backward(self, batch, labels):
         cfg = self.cfg.MASK
         lam = self.gdr_lambda
-        teacher = self.teacher_logits(batch) if lam > 0 else None
+        text = self.classifier()  # once per step; the teacher shares it, without its graph
+        teacher = self.teacher_logits(batch, text.detach()) if lam > 0 else None
         images = batch.images if isinstance(batch, ViewBatch) else batch
         with parametrize.cached():  # each masked weight computed once per forward
-            logits = self.forward(images)
+            logits = self.forward(images, text)
         scores = self.masks.scores()
         # Under amp on CUDA the engine's GradScaler sets the scale: cotangents are scaled up
         # so that half-precision backward passes do not underflow, and scaled back at the step.
@@ -269,7 +286,8 @@ class MaskTuning(Trainer):
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
         ce, c_ce, kl, c_kl = logit_cotangents(logits, labels, teacher, float(cfg.GDR_T), float(cfg.FUSE_ALPHA))
         with _no_autocast(self.device):
-            g_ce, g_kl = mask_gradients(logits, scores, c_ce * scale, None if c_kl is None else c_kl * scale)
+            g_ce, g_kl = mask_gradients(logits, scores, c_ce * scale, None if c_kl is None else c_kl * scale,
+                                        extra=self.ce_only_params())
         summary = {"loss": ce.item(), "acc": batch_accuracy(logits.detach(), labels)}
         if cfg.MASK_LOSS:
             weight = float(cfg.LOSS_WEIGHT)
@@ -311,10 +329,10 @@ class MaskTuning(Trainer):
     def _step(self, lam, scale):
         g_ce, g_kl, _ = self._pending
         self._pending = None
-        for p, g, k in zip(self.masks.scores(), g_ce, g_kl if g_kl is not None else [None] * len(g_ce)):
-            if k is not None and lam > 0:
+        for i, (p, g) in enumerate(zip(self.masks.scores() + self.ce_only_params(), g_ce)):
+            if g_kl is not None and i < len(g_kl) and lam > 0:
                 # eps scaled with the gradients keeps P exactly what unscaled gradients give
-                g.mul_(gdr_keep(g, k, lam, torch.rand_like(g), eps=1e-8 * scale))
+                g.mul_(gdr_keep(g, g_kl[i], lam, torch.rand_like(g), eps=1e-8 * scale))
             p.grad = g
         optims = [o for o in self._optims.values() if o is not None]
         scaler = self._grad_scaler()
@@ -366,12 +384,12 @@ class MaskTuning(Trainer):
                 "teacher_encoder": self.teacher_store.stats() if self.teacher_store is not None else None}
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
+    def save_one(self, name, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
         """Resume snapshots (with_rng) keep the real scores and Adam's state (exact resume);
-        every other checkpoint holds the bit-packed masks only."""
-        if with_rng:
-            return super().save_model(epoch, directory, val_result, model_name, with_rng, quiet)
-        sched = self._scheds[MODEL_NAME]
+        every other checkpoint of the masks holds the bit-packed masks only."""
+        if with_rng or name != MODEL_NAME:
+            return super().save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
+        sched = self._scheds[name]
         state = {
             "state_dict": self.masks.packed(),
             "epoch": epoch + 1,
@@ -388,10 +406,13 @@ class MaskTuning(Trainer):
             state["best_result"] = float(self.best_result)
         filename = model_name or f"model.pth.tar-{epoch + 1}"
         # model-best is not the run's latest state: the `checkpoint` pointer keeps naming that
-        path = ckpt.save_checkpoint(state, directory, MODEL_NAME, filename, pointer=filename != "model-best.pth.tar")
+        path = ckpt.save_checkpoint(state, directory, name, filename, pointer=filename != "model-best.pth.tar")
         if not quiet:
             print(f"Checkpoint saved to {path}")
-        if not model_name and epoch + 1 < self.max_epoch and self.cfg.TRAIN.RESUME_FREQ > 0:
+
+    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
+        super().save_model(epoch, directory, val_result, model_name, with_rng, quiet)
+        if not with_rng and not model_name and epoch + 1 < self.max_epoch and self.cfg.TRAIN.RESUME_FREQ > 0:
             # A periodic checkpoint has no optimizer state: also write the resume snapshot, so
             # that the `checkpoint` pointer names an exactly resumable file.
             super().save_model(epoch, directory, model_name=ckpt.RESUME_FILE, with_rng=True, quiet=True)
