@@ -16,13 +16,16 @@ class PhaseTimer:
 
     def __init__(self):
         self._seconds = {}
+        self.active = []  # the phases being timed now, outermost first
 
     @contextlib.contextmanager
     def __call__(self, phase):
         start = time.perf_counter()
+        self.active.append(phase)
         try:
             yield
         finally:
+            self.active.pop()
             self._seconds[phase] = self._seconds.get(phase, 0.0) + time.perf_counter() - start
 
     def seconds(self):

@@ -332,7 +332,8 @@ class Trainer:
             self.grad_scaler = torch.amp.GradScaler("cuda")
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
-        if self.start_epoch < self.max_epoch and hasattr(self.source, "train_feats"):
+        # Asked of the class: hasattr on the source would evaluate the property (and encode) here.
+        if self.start_epoch < self.max_epoch and hasattr(type(self.source), "train_feats"):
             with self.timer("prepare"):
                 self.source.train_feats  # encode the training views now, not inside epoch 1's ETA
         if self.cfg.TRAIN.TENSORBOARD:

@@ -156,3 +156,26 @@ def test_a_moved_dataset_gives_the_same_views_and_result(data_root, tiny_clip_pa
     b = torch.load(tmp_path / "b" / "prompt_learner" / "model.pth.tar-3", weights_only=True)["state_dict"]
     assert torch.equal(a["text_feature_residuals"], b["text_feature_residuals"])
     assert results(tmp_path / "a")["accuracy"] == results(tmp_path / "b")["accuracy"]
+
+
+def test_training_views_are_encoded_in_the_prepare_phase(data_root, tiny_clip_path, tmp_path, monkeypatch):
+    from engine.trainer import Trainer
+
+    trainers, phases = [], []
+    before_train = Trainer.before_train
+
+    def remember(self):
+        trainers.append(self)
+        return before_train(self)
+
+    original = features_mod.CachedSource._encode_into
+
+    def record_phase(self, ns, pairs, train_split):
+        phases.append((train_split, list(trainers[-1].timer.active) if trainers else None))
+        return original(self, ns, pairs, train_split)
+
+    monkeypatch.setattr(Trainer, "before_train", remember)
+    monkeypatch.setattr(features_mod.CachedSource, "_encode_into", record_phase)
+    monkeypatch.setattr(features_mod, "_NAMESPACES", {})
+    assert train.main(argv(data_root, str(tmp_path / "a"), tiny_clip_path, str(tmp_path / "cache"))) == 0
+    assert (True, ["prepare"]) in phases  # the training views, timed as preparation
