@@ -7,7 +7,7 @@
 #   python parse_test_res.py $OUTPUT/base2new --base2new        # base, new, harmonic mean
 #
 #   METHOD   a trainer with a table in configs/recipes.yaml (TaskRes, CoOp, CLIP_Adapter,
-#            TipAdapter, TipAdapterF, LinearProbe, MaskTuning, CoCoOp) or ZeroshotCLIP (evaluated
+#            TipAdapter, TipAdapterF, LinearProbe, MaskTuning, CoOpMaskTuning, CoCoOp) or ZeroshotCLIP (evaluated
 #            on base by `train`, on new by `test`; nothing is trained)
 # Folders: $OUTPUT/base2new/train_base/DATASET/shots_K/METHOD/CFG/seedS and .../test_new/...
 # Methods with per-class parameters use the zero-shot classifier for the new classes (recorded in

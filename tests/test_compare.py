@@ -133,7 +133,7 @@ def test_base_to_new_scripts_for_every_method_build_the_hm_table(tmp_path, tiny_
                BACKBONE=tiny_clip_path,
                EXTRA_OPTS=f"OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAIN.TENSORBOARD False "
                           f"FEATURES.MODE cached FEATURES.CACHE_DIR {tmp_path / 'store'}")
-    methods = ("ZeroshotCLIP", "TaskRes", "CoOp", "CoCoOp", "MaskTuning")
+    methods = ("ZeroshotCLIP", "TaskRes", "CoOp", "CoCoOp", "MaskTuning", "CoOpMaskTuning")
     for method in methods:
         for phase in ("train", "test"):
             subprocess.run(["bash", "scripts/base2new.sh", phase, method, "eurosat", "1"], env=env, check=True,
