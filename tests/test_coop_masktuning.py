@@ -116,3 +116,17 @@ def test_joint_checkpoint_with_other_prompt_settings_is_explained(joint, data_ro
     run(args(data_root, str(base / "other"), tiny_clip_path) + ["--eval-only", "--model-dir", out,
                                                                  "--load-epoch", "6"], expect=2)
     assert "TRAINER.COOP.N_CTX 4" in capsys.readouterr().err
+
+
+def test_joint_with_the_store_teacher(data_root, tiny_clip_path, tmp_path):
+    cache = str(tmp_path / "cache")
+    opts = ("MASK.TEACHER", "store", "FEATURES.NUM_VIEWS", 2, "FEATURES.CACHE_DIR", cache,
+            "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "TRAINER.COOP.CTX_INIT", "a_photo_of_a", "MASK.GDR_LAMBDA", 1.0)
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    run(args(data_root, first, tiny_clip_path, *opts))
+    run(args(data_root, second, tiny_clip_path, *opts))
+    assert results(first)["extras"]["teacher_encoder"]["images"] == 4 * 10 * 2
+    assert results(second)["extras"]["teacher_encoder"]["images"] == 0
+    a = torch.load(first + "/prompt_learner/model.pth.tar-1", weights_only=True)["state_dict"]["ctx"]
+    b = torch.load(second + "/prompt_learner/model.pth.tar-1", weights_only=True)["state_dict"]["ctx"]
+    assert torch.equal(a, b) and results(first)["accuracy"] == results(second)["accuracy"]

@@ -53,16 +53,20 @@ class CoOpMaskTuning(PromptClassifier, MaskTuning):
                               f"got {cfg.TRAINER.CoOpMaskTuning.PROMPT_OPTIM!r}")
 
     def build_model(self):
-        super().build_model()  # the masks (model `shared`) on a private CLIP
-        print("Building CoOp's prompts on the same CLIP")
-        learner = self.build_prompts(self.clip_model)
+        super().build_model()  # the masks (model `shared`) on a private CLIP, then the prompts
         node = self.cfg.TRAINER.CoOpMaskTuning
         optim_cfg = self.cfg.OPTIM.clone()
         optim_cfg.defrost()
         optim_cfg.NAME, optim_cfg.LR = node.PROMPT_OPTIM, float(node.PROMPT_LR)
         optim_cfg.WEIGHT_DECAY = float(node.PROMPT_WEIGHT_DECAY)
-        optim = build_optimizer([learner.ctx], optim_cfg)
-        self.register_model("prompt_learner", learner, optim=optim, sched=EpochScheduler(optim, optim_cfg))
+        optim = build_optimizer([self.prompt_learner.ctx], optim_cfg)
+        self.register_model("prompt_learner", self.prompt_learner, optim=optim,
+                            sched=EpochScheduler(optim, optim_cfg))
+
+    def build_classifier(self, text_encoder):
+        """CoOp's prompts on the same (private) CLIP instead of the fixed template classifier."""
+        print("Building CoOp's prompts")
+        self.build_prompts(self.clip_model)
 
     def ce_only_params(self):
         return [self.prompt_learner.ctx]

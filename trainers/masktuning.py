@@ -191,11 +191,7 @@ class MaskTuning(Trainer):
             for p in (clip_model.positional_embedding, clip_model.text_projection):
                 p.data = p.data.float()
             text_encoder = clip.TextEncoder(clip_model)
-        names = mask_classnames(self.dm.classnames)
-        template = custom_template(self.cfg.DATASET.NAME)
-        print(f"Prompts: {[template.format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
-        feats = encode_prompts(text_encoder, names, [template]).float().mean(1)
-        self.prompt_classifier = F.normalize(feats, dim=-1).to(self.device)
+        self.build_classifier(text_encoder)
         self.logit_scale = clip_model.logit_scale.detach().exp().float().to(self.device)
 
         self.visual = clip_model.visual
@@ -234,6 +230,14 @@ class MaskTuning(Trainer):
         if self.teacher_store is not None and self.gdr_lambda > 0 and self.start_epoch < self.max_epoch:
             with self.timer("prepare"):
                 self.teacher_store.train_feats  # every view's zero-shot features, before epoch 1's ETA
+
+    def build_classifier(self, text_encoder):
+        """The fixed classifier: one hand-written prompt per class, encoded once."""
+        names = mask_classnames(self.dm.classnames)
+        template = custom_template(self.cfg.DATASET.NAME)
+        print(f"Prompts: {[template.format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
+        feats = encode_prompts(text_encoder, names, [template]).float().mean(1)
+        self.prompt_classifier = F.normalize(feats, dim=-1).to(self.device)
 
     def needs_trained_weights(self):
         """--eval-only with MASK.INIT_MASKS evaluates those masks (no --model-dir needed)."""
