@@ -408,6 +408,11 @@ class Trainer:
             else:
                 print("Deploy the last-epoch model")
             self.test()
+        self.close_training()
+
+    def close_training(self):
+        """The end of every training: the resume snapshots go (the run is complete), the
+        elapsed time is printed, the TensorBoard writer is closed."""
         for name in self._models:
             path = os.path.join(self.output_dir, name, ckpt.RESUME_FILE)
             if os.path.exists(path):

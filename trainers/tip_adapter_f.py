@@ -22,14 +22,11 @@ The deployed model (searched beta and alpha included) is saved as model-best.pth
 EPOCH_SELECTION last, over model.pth.tar-<last epoch>), so `--eval-only --model-dir DIR`
 reproduces the logged accuracy.
 """
-import datetime
 import math
 import os
-import time
 
 import torch
 
-from engine import checkpoint as ckpt
 from engine.errors import ConfigError
 from engine.optim import build_optimizer
 from engine.registry import TRAINER_REGISTRY
@@ -155,13 +152,7 @@ class TipAdapterF(TipAdapter):
                         model_name=filename)
         if not self.cfg.TEST.NO_TEST:
             self.test()
-        for name in self._models:
-            path = os.path.join(self.output_dir, name, ckpt.RESUME_FILE)
-            if os.path.exists(path):
-                os.remove(path)
-        print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - self.time_start))}")
-        if self.writer is not None:
-            self.writer.close()
+        self.close_training()
 
     def run_extras(self):
         extras = super().run_extras()
