@@ -10,6 +10,7 @@ import torch
 import train
 from engine import features as features_mod
 from engine.feature_store import Namespace
+from runs import results
 
 RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
 
@@ -42,11 +43,6 @@ def count_encodes(monkeypatch):
     monkeypatch.setattr(features_mod.CachedSource, "_encode_into", counting)
     monkeypatch.setattr(features_mod, "_NAMESPACES", {})  # no in-memory reuse between tests
     return calls
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def chunks(cache):

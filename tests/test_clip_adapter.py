@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train
+from runs import results, run_direct as run
 from trainers.clip_adapter import Adapter, mix
 
 CFG = "configs/trainers/CLIP_Adapter/rn50.yaml"
@@ -45,15 +46,6 @@ def argv(env, out, *opts, trainer="CLIP_Adapter"):
             "DATASET.NUM_SHOTS", "16", "MODEL.BACKBONE.NAME", env["clip"], "DATALOADER.NUM_WORKERS", "0",
             "TRAIN.TENSORBOARD", "False", "FEATURES.MODE", "cached", "FEATURES.CACHE_DIR", env["cache"],
             "FEATURES.NUM_VIEWS", "2", "OPTIM.MAX_EPOCH", "15", *map(str, opts)]
-
-
-def run(args):
-    return train.run(train.parse_args([str(a) for a in args]))
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import clip
-import train
 from engine.recipes import recipe
+from runs import results, run
 from trainers.cocoop import CoCoOp, CoCoOpPromptLearner
 from trainers.prompt_text import PromptTextEncoder
 
@@ -113,15 +113,6 @@ def cocoop_args(root, out, clip_path, cache, *opts, sub="base", epochs=2):
             "DATASET.NUM_SHOTS", 16, "DATASET.SUBSAMPLE_CLASSES", sub, "MODEL.BACKBONE.NAME", clip_path,
             "OPTIM.MAX_EPOCH", epochs, "DATALOADER.NUM_WORKERS", 0, "TRAIN.TENSORBOARD", False,
             "FEATURES.MODE", "cached", "FEATURES.NUM_VIEWS", 1, "FEATURES.CACHE_DIR", cache, *opts]
-
-
-def run(args):
-    assert train.main([str(a) for a in args]) == 0
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")

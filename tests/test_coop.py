@@ -11,6 +11,7 @@ import torch
 import clip
 import train
 from engine.recipes import recipe
+from runs import results, run
 from trainers.coop import PromptLearner
 from trainers.prompt_text import PromptTextEncoder
 
@@ -155,15 +156,6 @@ def coop_args(root, out, clip_path, cache, *opts, seed=1, shots=16, epochs=20):
             "DATASET.NUM_SHOTS", shots, "MODEL.BACKBONE.NAME", clip_path, "OPTIM.MAX_EPOCH", epochs,
             "DATALOADER.NUM_WORKERS", 0, "TRAIN.TENSORBOARD", False, "FEATURES.MODE", "cached",
             "FEATURES.NUM_VIEWS", 1, "FEATURES.CACHE_DIR", cache, *opts]
-
-
-def run(args):
-    assert train.main([str(a) for a in args]) == 0
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")

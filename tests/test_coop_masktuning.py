@@ -8,7 +8,8 @@ import torch.nn.functional as F
 import clip
 import train
 from engine.checkpoint import set_random_seed
-from test_masktuning import images, mask_some, results, run
+from runs import results, run
+from test_masktuning import images, mask_some
 from trainers.coop_masktuning import CoOpMaskTuning
 from trainers.masks import gdr_gradient
 from trainers.masktuning import kl_soft_target

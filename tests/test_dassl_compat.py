@@ -22,6 +22,7 @@ from torch import nn
 
 import parse_test_res
 import train
+from runs import results, run
 from synthetic.layouts import write_eurosat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,15 +93,6 @@ def style_args(root, out, clip_path, *opts, seed=1, epochs=EPOCHS, shots=SHOTS):
             "--output-dir", out, "DATASET.NUM_SHOTS", shots, "MODEL.BACKBONE.NAME", clip_path,
             "OPTIM.MAX_EPOCH", epochs, "DATALOADER.TRAIN_X.BATCH_SIZE", BATCH,
             "TRAINER.PROMPTSTYLE.PREC", "fp32", "TRAIN.TENSORBOARD", False, *opts]
-
-
-def run(args):
-    assert train.main([str(a) for a in args]) == 0
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def read_logs(out):

@@ -1,7 +1,6 @@
 """What the engine gives every method family: whole-split features, closed-form fits, precision,
 gradient accumulation, private models in a shared cache, run records, base-to-new rows,
 MODEL.INIT_WEIGHTS, strictness about keys that do nothing."""
-import json
 import os
 
 import pytest
@@ -16,6 +15,7 @@ from engine.errors import ConfigError
 from engine.models import ModelCache
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
+from runs import results, run_direct as run
 from synthetic.layouts import write_eurosat
 
 RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
@@ -29,11 +29,6 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
-
-
 def common(root, out, clip_path, *opts):
     return ["--root", root, "--dataset-config-file", "configs/datasets/eurosat.yaml", "--output-dir", out,
             "MODEL.BACKBONE.NAME", clip_path, "DATALOADER.NUM_WORKERS", 0, "TRAIN.TENSORBOARD", False, *opts]
@@ -42,11 +37,6 @@ def common(root, out, clip_path, *opts):
 def taskres(root, out, clip_path, *opts, seed=1, shots=4, epochs=4):
     return common(root, out, clip_path, "--seed", seed, "--trainer", "TaskRes", "--config-file", RECIPE,
                   "DATASET.NUM_SHOTS", shots, "OPTIM.MAX_EPOCH", epochs, *opts)
-
-
-def run(args, models=None):
-    args = train.parse_args([str(a) for a in args])
-    return train.run(args, models=models)
 
 
 def residuals(out, epoch):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train
+from runs import results, run_direct as run
 from trainers.linear_probe import C_GRID, fit_logistic, search_c
 
 CFG = "configs/trainers/LinearProbe/rn50.yaml"
@@ -94,15 +95,6 @@ def argv(env, out, *opts, trainer="LinearProbe"):
             "DATASET.NUM_SHOTS", "16", "MODEL.BACKBONE.NAME", env["clip"], "DATALOADER.NUM_WORKERS", "0",
             "TRAIN.TENSORBOARD", "False", "FEATURES.MODE", "cached", "FEATURES.CACHE_DIR", env["cache"],
             *map(str, opts)]
-
-
-def run(args):
-    return train.run(train.parse_args([str(a) for a in args]))
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def zero_shot(env, subsample="all"):

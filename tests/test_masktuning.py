@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 import clip
 import train
 from engine.checkpoint import set_random_seed
+from runs import results, run
 from synthetic.layouts import write_eurosat
 from trainers.masks import (MaskSet, fold_masks, gdr_gradient, gdr_keep, mask_targets, pack_mask,
                             unpack_mask)
@@ -33,15 +34,6 @@ def mt_args(root, out, clip_path, *opts, shots=4, epochs=1, seed=1):
             "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", CFG,
             "--output-dir", out, "DATASET.NUM_SHOTS", shots, "MODEL.BACKBONE.NAME", clip_path,
             "OPTIM.MAX_EPOCH", epochs, "DATALOADER.NUM_WORKERS", 0, "TRAIN.TENSORBOARD", False, *opts]
-
-
-def run(args, expect=0):
-    assert train.main([str(a) for a in args]) == expect
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def make_trainer(root, clip_path, out, *opts):

@@ -9,7 +9,8 @@ import clip
 import train
 from engine.features import ViewBatch, _SeededViews
 from engine.trainer import Trainer
-from test_masktuning import make_trainer, mask_some, mt_args, results, run
+from runs import results, run
+from test_masktuning import make_trainer, mask_some, mt_args
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """TaskRes and zero-shot CLIP end to end through train.py, on the tiny CLIP and synthetic EuroSAT."""
-import json
 import os
 import re
 
@@ -8,6 +7,7 @@ import torch
 
 import train
 from engine.schedule import lr_at_epoch
+from runs import results, run
 from synthetic.layouts import write_eurosat
 
 RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
@@ -20,23 +20,12 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def run(args, expect=0):
-    code = train.main([str(a) for a in args])
-    assert code == expect
-    return code
-
-
 def taskres_args(root, out, clip_path, *opts, seed=1, shots=4, epochs=8):
     return ["--root", root, "--seed", seed, "--trainer", "TaskRes",
             "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", RECIPE,
             "--output-dir", out, "DATASET.NUM_SHOTS", shots, "TRAINER.TaskRes.RESIDUAL_SCALE", 0.5,
             "MODEL.BACKBONE.NAME", clip_path, "OPTIM.MAX_EPOCH", epochs, "DATALOADER.NUM_WORKERS", 0,
             "TRAIN.TENSORBOARD", False, *opts]
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")

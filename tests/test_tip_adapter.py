@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import train
+from runs import results, run_direct as run
 from trainers.tip_cache import (TipCache, build_cache, remap_value_columns, search_grid, search_hp,
                                 tip_logits)
 
@@ -116,15 +117,6 @@ def argv(env, out, trainer="TipAdapter", config=TIP, shots=16, mode="cached", *o
             "DATASET.NUM_SHOTS", str(shots), "MODEL.BACKBONE.NAME", env["clip"], "DATALOADER.NUM_WORKERS", "0",
             "TRAIN.TENSORBOARD", "False", "FEATURES.MODE", mode, "FEATURES.CACHE_DIR", env["cache"],
             "FEATURES.NUM_VIEWS", "2", "TRAINER.TIP.AUGMENT_EPOCH", "2", *map(str, opts)]
-
-
-def run(args):
-    return train.run(train.parse_args([str(a) for a in args]))
-
-
-def results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def zero_shot(env, name, subsample="all"):
