@@ -22,7 +22,7 @@ from torch import nn
 
 import parse_test_res
 import train
-from runs import results, run
+from runs import results, run, run_killed
 from synthetic.layouts import write_eurosat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,21 +180,9 @@ def test_eval_only_reproduces_logged_accuracy(runs, style, data_root, tiny_clip_
 def test_resume_after_kill_equals_uninterrupted(runs, style, data_root, tiny_clip_path, tmp_path, monkeypatch):
     from dassl.engine import SimpleTrainer
 
-    class Killed(Exception):
-        pass
-
-    original = SimpleTrainer.after_epoch
-
-    def crash(self):
-        original(self)
-        if self.epoch + 1 == KILL_AFTER:
-            raise Killed()
-
     out = str(tmp_path / "seed2")
-    monkeypatch.setattr(SimpleTrainer, "after_epoch", crash)
-    with pytest.raises(Killed):
-        train.main([str(a) for a in style_args(data_root, out, tiny_clip_path, seed=2, epochs=EPOCHS_2)])
-    monkeypatch.setattr(SimpleTrainer, "after_epoch", original)
+    run_killed(style_args(data_root, out, tiny_clip_path, seed=2, epochs=EPOCHS_2), KILL_AFTER, monkeypatch,
+               SimpleTrainer)
     assert open(os.path.join(out, "prompt_learner", "checkpoint")).read().strip() == "resume.pth.tar"
     run(style_args(data_root, out, tiny_clip_path, seed=2, epochs=EPOCHS_2))
     name = f"model.pth.tar-{EPOCHS_2}"

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 import clip
-import train
 from engine.features import ViewBatch, _SeededViews
-from engine.trainer import Trainer
-from runs import results, run
+from runs import results, run, run_killed
 from test_masktuning import make_trainer, mask_some, mt_args
 
 
@@ -81,21 +79,8 @@ def test_store_teacher_run_repeats_bit_for_bit_and_skips_the_teacher_pass(store_
 def test_store_teacher_resume_equals_uninterrupted(store_runs, data_root, tiny_clip_path, monkeypatch):
     base, cache, a, _ = store_runs
 
-    class Killed(Exception):
-        pass
-
-    original = Trainer.after_epoch
-
-    def crash_after_first(self):
-        original(self)
-        if self.epoch == 0:
-            raise Killed()
-
     part = str(base / "part")
-    monkeypatch.setattr(Trainer, "after_epoch", crash_after_first)
-    with pytest.raises(Killed):
-        train.main([str(x) for x in mt_args(data_root, part, tiny_clip_path, *store_opts(cache), epochs=2)])
-    monkeypatch.setattr(Trainer, "after_epoch", original)
+    run_killed(mt_args(data_root, part, tiny_clip_path, *store_opts(cache), epochs=2), 1, monkeypatch)
     run(mt_args(data_root, part, tiny_clip_path, *store_opts(cache), epochs=2))
     ma, mp = bits(a), bits(part)
     assert all(torch.equal(ma[k], mp[k]) for k in ma)

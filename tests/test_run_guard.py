@@ -11,6 +11,7 @@ import pytest
 import train
 from engine.errors import UserError
 from engine.run_guard import LOCK_FILE, run_lock
+from runs import run_killed
 from synthetic.layouts import write_eurosat
 
 RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
@@ -105,27 +106,12 @@ def test_best_val_resume_continues_from_the_last_epoch_and_equals_uninterrupted(
                                                                                 tmp_path, monkeypatch):
     import torch
 
-    from engine.trainer import Trainer
-
     best = ("TEST.FINAL_MODEL", "best_val", "OPTIM.MAX_EPOCH", 6, "DATASET.NUM_SHOTS", 4)
     full = str(tmp_path / "full")
     assert train.main(args(data_root, full, tiny_clip_path, *best)) == 0
 
-    class Killed(Exception):
-        pass
-
-    original = Trainer.after_epoch
-
-    def crash_after_third(self):
-        original(self)
-        if self.epoch == 2:
-            raise Killed()
-
     part = str(tmp_path / "part")
-    monkeypatch.setattr(Trainer, "after_epoch", crash_after_third)
-    with pytest.raises(Killed):
-        train.main(args(data_root, part, tiny_clip_path, *best))
-    monkeypatch.setattr(Trainer, "after_epoch", original)
+    run_killed(args(data_root, part, tiny_clip_path, *best), 3, monkeypatch)
     # The best-model save must not redirect resume to an earlier epoch.
     assert open(os.path.join(part, "prompt_learner", "checkpoint")).read().strip() == "resume.pth.tar"
     assert train.main(args(data_root, part, tiny_clip_path, *best)) == 0

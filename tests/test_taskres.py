@@ -7,7 +7,7 @@ import torch
 
 import train
 from engine.schedule import lr_at_epoch
-from runs import results, run
+from runs import results, run, run_killed
 from synthetic.layouts import write_eurosat
 
 RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
@@ -87,26 +87,11 @@ def test_eval_only_reproduces_logged_accuracy(trained, data_root, tiny_clip_path
 
 
 def test_resume_equals_uninterrupted(data_root, tiny_clip_path, tmp_path, monkeypatch):
-    from engine.trainer import Trainer
-
     full = str(tmp_path / "full")
     run(taskres_args(data_root, full, tiny_clip_path, epochs=6, seed=2))
 
-    class Killed(Exception):
-        pass
-
-    original = Trainer.after_epoch
-
-    def crash_after_third(self):
-        original(self)
-        if self.epoch == 2:
-            raise Killed()
-
     part = str(tmp_path / "part")
-    monkeypatch.setattr(Trainer, "after_epoch", crash_after_third)
-    with pytest.raises(Killed):
-        train.main([str(a) for a in taskres_args(data_root, part, tiny_clip_path, epochs=6, seed=2)])
-    monkeypatch.setattr(Trainer, "after_epoch", original)
+    run_killed(taskres_args(data_root, part, tiny_clip_path, epochs=6, seed=2), 3, monkeypatch)
     assert open(os.path.join(part, "prompt_learner", "checkpoint")).read().strip() == "resume.pth.tar"
     run(taskres_args(data_root, part, tiny_clip_path, epochs=6, seed=2))
     a = torch.load(os.path.join(full, "prompt_learner", "model.pth.tar-6"), weights_only=True)

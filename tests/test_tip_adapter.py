@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import train
-from runs import results, run_direct as run
+from runs import results, run_direct as run, run_killed
 from trainers.tip_cache import (TipCache, build_cache, remap_value_columns, search_grid, search_hp,
                                 tip_logits)
 
@@ -217,21 +217,8 @@ def test_tip_adapter_f_resume_equals_uninterrupted(env, tip_run, monkeypatch):
     full = env["tmp"] / "tipf_full"
     run(argv(env, full, "TipAdapterF", TIPF, 16, "cached", "OPTIM.MAX_EPOCH", 4))
 
-    class Killed(Exception):
-        pass
-
-    original = TipAdapterF.after_epoch
-
-    def crash_after_second(self):
-        original(self)
-        if self.epoch == 1:
-            raise Killed()
-
     part = env["tmp"] / "tipf_part"
-    monkeypatch.setattr(TipAdapterF, "after_epoch", crash_after_second)
-    with pytest.raises(Killed):
-        run(argv(env, part, "TipAdapterF", TIPF, 16, "cached", "OPTIM.MAX_EPOCH", 4))
-    monkeypatch.setattr(TipAdapterF, "after_epoch", original)
+    run_killed(argv(env, part, "TipAdapterF", TIPF, 16, "cached", "OPTIM.MAX_EPOCH", 4), 2, monkeypatch, TipAdapterF)
     run(argv(env, part, "TipAdapterF", TIPF, 16, "cached", "OPTIM.MAX_EPOCH", 4))
     a = torch.load(full / "tip_adapter_f" / "model-best.pth.tar", weights_only=True)
     b = torch.load(part / "tip_adapter_f" / "model-best.pth.tar", weights_only=True)
