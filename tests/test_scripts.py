@@ -448,3 +448,17 @@ def test_coop_family(folder, stem, backbone):
     assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == ("sgd", 0.002, 200)
     assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE) == (32, 100)
     assert cfg.INPUT.SIZE == (224, 224) and cfg.INPUT.INTERPOLATION == "bicubic"
+
+
+def test_masktuning_main_trains_the_joint_trainer_on_request(fake):
+    run, recorded, data, tmp = fake
+    path = os.path.join(REPO, "scripts", "masktuning", "main.sh")
+    r = run(path, "imagenet", "16", "1.0", data, SEEDS="1", TRAINER="CoOpMaskTuning")
+    assert r.returncode == 0, r.stderr
+    (argv,) = recorded()
+    assert opt(argv, "--trainer") == "CoOpMaskTuning"
+    assert opt(argv, "--config-file") == "configs/trainers/CoOpMaskTuning/imagenet_vit_b16.yaml"
+    assert opt(argv, "--output-dir") == f"{tmp}/output/imagenet/CoOpMaskTuning/imagenet_vit_b16_16shots/lambda1.0/seed1"
+    r = run(path, "dtd", "16", "0.3", data, TRAINER="CoOp")
+    assert r.returncode == 2 and "TRAINER must be MaskTuning or CoOpMaskTuning, got 'CoOp'" in r.stderr
+    assert len(recorded()) == 1

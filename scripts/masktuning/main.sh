@@ -8,9 +8,10 @@
 #   GDR_LAMBDA  gradient dropout leak lambda (MASK.GDR_LAMBDA): 0 = plain AMT, 1 = full dropout
 #   DATA        dataset root; the 4th argument wins over the DATA environment variable
 #
-# Output: $OUTPUT/DATASET/MaskTuning/CFG_SHOTSshots/lambdaGDR_LAMBDA/seedS
-# Environment: SEEDS ("1 2 3"), CFG (a file of configs/trainers/MaskTuning/; default
-# imagenet_vit_b16 for imagenet, vit_b16 otherwise), OUTPUT (output), BACKBONE
+# Output: $OUTPUT/DATASET/TRAINER/CFG_SHOTSshots/lambdaGDR_LAMBDA/seedS
+# Environment: TRAINER (MaskTuning; CoOpMaskTuning trains CoOp's context with the masks), SEEDS
+# ("1 2 3"), CFG (a file of configs/trainers/TRAINER/; default imagenet_vit_b16 for imagenet,
+# vit_b16 otherwise), OUTPUT (output), BACKBONE
 # (MODEL.BACKBONE.NAME override), EXTRA_OPTS (more KEY VALUE config overrides), PYTHON (python),
 # DATA. A finished seed is skipped; an unfinished one is run again and resumes.
 # See scripts/masktuning/README.md.
@@ -28,24 +29,30 @@ LAMBDA=$3
 DATA=${4:-${DATA:-}}
 SEEDS=${SEEDS:-1 2 3}
 OUTPUT=${OUTPUT:-output}
+TRAINER=${TRAINER:-MaskTuning}
 read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
+
+case $TRAINER in
+    MaskTuning|CoOpMaskTuning) ;;
+    *) echo "error: TRAINER must be MaskTuning or CoOpMaskTuning, got '$TRAINER'" >&2; usage; exit 2 ;;
+esac
 
 if [ "$DATASET" = "imagenet" ]; then CFG=${CFG:-imagenet_vit_b16}; else CFG=${CFG:-vit_b16}; fi
 check_data 4th || exit 2
 OUTPUT=$(from_caller "$OUTPUT")
 
 DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/MaskTuning/${CFG}.yaml
+TRAINER_CFG=configs/trainers/${TRAINER}/${CFG}.yaml
 require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
 OPTS=(DATASET.NUM_SHOTS "$SHOTS" MASK.GDR_LAMBDA "$LAMBDA")
 backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
 
 # Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
-run_seeds "${OUTPUT}/${DATASET}/MaskTuning/${CFG_TAG}_${SHOTS}shots/lambda${LAMBDA}/seed{seed}" \
+run_seeds "${OUTPUT}/${DATASET}/${TRAINER}/${CFG_TAG}_${SHOTS}shots/lambda${LAMBDA}/seed{seed}" \
     --root "$DATA" \
     --seed {seed} \
-    --trainer MaskTuning \
+    --trainer "$TRAINER" \
     --dataset-config-file "$DATASET_CFG" \
     --config-file "$TRAINER_CFG" \
     --output-dir {dir} \
