@@ -128,7 +128,7 @@ class Trainer:
                 self.source = build_source(encode_cfg, self.dm, encode, self.device)
             else:
                 self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity(),
-                                           pixel_views=self.pixel_views() if encode is None else 0)
+                                           pixel_views=self.pixel_views())
         with self.timer("prepare"):
             self.after_source()
         print("Loading evaluator: Classification")
@@ -468,15 +468,21 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------
     def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
         for name in self._models:
-            self.save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
+            self._save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
 
-    def save_one(self, name, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
-        """One registered model's checkpoint (`with_rng`: the resume snapshot)."""
-        module, optim, sched = self._models[name], self._optims[name], self._scheds[name]
+    def checkpoint_weights(self, name, with_rng):
+        """Hook: (state dict, optimizer state) that a checkpoint of model `name` holds; the
+        resume snapshot (`with_rng`) must keep all an exact resume needs."""
+        optim = self._optims[name]
+        return ckpt.strip_module(self._models[name].state_dict()), optim.state_dict() if optim is not None else None
+
+    def _save_one(self, name, epoch, directory, val_result, model_name, with_rng, quiet):
+        sched = self._scheds[name]
+        weights, optim_state = self.checkpoint_weights(name, with_rng)
         state = {
-            "state_dict": ckpt.strip_module(module.state_dict()),
+            "state_dict": weights,
             "epoch": epoch + 1,
-            "optimizer": optim.state_dict() if optim is not None else None,
+            "optimizer": optim_state,
             "scheduler": sched.state_dict() if sched is not None else None,
             "val_result": val_result,
             # Which classes the per-class rows belong to (base-to-new evaluation).

@@ -220,6 +220,9 @@ class PromptClassifier:
     (TRAINER.COOP settings) and its text path; `classifier()` gives the normalised text features
     of the current context."""
 
+    # CoOp drops these before loading, so the current dataset's class names are used.
+    ignored_load_keys = ("token_prefix", "token_suffix")
+
     def build_prompts(self, clip_model):
         node = self.cfg.TRAINER.COOP
         text_encoder = clip.TextEncoder(clip_model)
@@ -252,7 +255,6 @@ class PromptClassifier:
         learner = self.prompt_learner
         return {"n_ctx": learner.n_ctx, "csc": learner.csc, "class_token_position": learner.position,
                 "initial_context": learner.prompt_prefix, **self.text.settings()}
-
 
     def check_loaded(self, name, checkpoint):
         self._loaded_classnames = checkpoint.get("classnames")
@@ -308,8 +310,6 @@ def check_coop_cfg(cfg):
 @TRAINER_REGISTRY.register()
 class CoOp(PromptClassifier, Trainer):
     cfg_node = "COOP"
-    # CoOp drops these before loading, so the current dataset's class names are used.
-    ignored_load_keys = ("token_prefix", "token_suffix")
 
     @classmethod
     def extend_cfg(cls, cfg):

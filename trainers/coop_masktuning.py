@@ -26,6 +26,7 @@ from engine.errors import ConfigError
 from engine.optim import OPTIMIZERS, build_optimizer
 from engine.registry import TRAINER_REGISTRY
 from engine.schedule import EpochScheduler
+from engine.trainer import Trainer
 
 from .coop import COOP_DEFAULTS, PromptClassifier, add_node, check_coop_cfg
 from .masktuning import MaskTuning
@@ -33,9 +34,6 @@ from .masktuning import MaskTuning
 
 @TRAINER_REGISTRY.register()
 class CoOpMaskTuning(PromptClassifier, MaskTuning):
-    # CoOp drops these before loading, so the current dataset's class names are used.
-    ignored_load_keys = ("token_prefix", "token_suffix")
-
     @classmethod
     def extend_cfg(cls, cfg):
         MaskTuning.extend_cfg(cfg)
@@ -72,7 +70,7 @@ class CoOpMaskTuning(PromptClassifier, MaskTuning):
         return [self.prompt_learner.ctx]
 
     def needs_trained_weights(self):
-        return bool(self._models) and not self.cfg.MODEL.INIT_WEIGHTS
+        return Trainer.needs_trained_weights(self)  # MASK.INIT_MASKS gives masks, never a context
 
     def run_extras(self):
         extras = {**super().run_extras(), **self.prompt_extras()}

@@ -388,31 +388,20 @@ class MaskTuning(Trainer):
                 "teacher_encoder": self.teacher_store.stats() if self.teacher_store is not None else None}
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def save_one(self, name, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
+    def checkpoint_weights(self, name, with_rng):
         """Resume snapshots (with_rng) keep the real scores and Adam's state (exact resume);
         every other checkpoint of the masks holds the bit-packed masks only."""
         if with_rng or name != MODEL_NAME:
-            return super().save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
-        sched = self._scheds[name]
-        state = {
-            "state_dict": self.masks.packed(),
-            "epoch": epoch + 1,
-            "optimizer": None,
-            "scheduler": sched.state_dict() if sched is not None else None,
-            "val_result": val_result,
-            "classnames": list(self.dm.classnames),
-            "mask_format": "packbits: bool mask flattened row-major, first entry in the most significant bit",
-            "mask_shapes": {n: list(s) for n, s in self.masks.shapes.items()},
-            "mask_threshold": float(self.cfg.MASK.THRESHOLD),
-            "sparsity_percent": self.sparsity(),
-        }
-        if self.best_result > -float("inf"):
-            state["best_result"] = float(self.best_result)
-        filename = model_name or f"model.pth.tar-{epoch + 1}"
-        # model-best is not the run's latest state: the `checkpoint` pointer keeps naming that
-        path = ckpt.save_checkpoint(state, directory, name, filename, pointer=filename != "model-best.pth.tar")
-        if not quiet:
-            print(f"Checkpoint saved to {path}")
+            return super().checkpoint_weights(name, with_rng)
+        return self.masks.packed(), None
+
+    def checkpoint_extras(self, name):
+        if name != MODEL_NAME:
+            return {}
+        return {"mask_format": "packbits: bool mask flattened row-major, first entry in the most significant bit",
+                "mask_shapes": {n: list(s) for n, s in self.masks.shapes.items()},
+                "mask_threshold": float(self.cfg.MASK.THRESHOLD),
+                "sparsity_percent": self.sparsity()}
 
     def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
         super().save_model(epoch, directory, val_result, model_name, with_rng, quiet)
