@@ -17,6 +17,11 @@ def run_direct(args, models=None):
     return train.run(train.parse_args([str(a) for a in args]), models=models)
 
 
+def opt(argv, flag):
+    """The value after `flag` in a recorded argument list."""
+    return argv[argv.index(flag) + 1]
+
+
 def results(out):
     with open(os.path.join(out, "results.json")) as f:
         return json.load(f)

@@ -1,13 +1,12 @@
 """CLIP-Adapter: the residual adapter against a hand computation, and runs through train.py on
 synthetic EuroSAT with the tiny CLIP."""
-import json
 import os
 
 import pytest
 import torch
 
 import train
-from runs import results, run_direct as run
+from runs import opt, results, run_direct as run
 from trainers.clip_adapter import Adapter, mix
 
 CFG = "configs/trainers/CLIP_Adapter/rn50.yaml"
@@ -102,25 +101,15 @@ def test_bad_ratio_is_one_clear_error(env, tmp_path, capsys):
     assert "TRAINER.CLIP_ADAPTER.RATIO must lie in [0, 1]" in capsys.readouterr().err
 
 
-def test_script_runs_three_seeds(tmp_path):
-    import subprocess
-    import sys
-
-    fake = tmp_path / "fake_python"
-    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
-                    "open(os.environ['FAKE_CALLS'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
-    fake.chmod(0o755)
-    (tmp_path / "data").mkdir()
-    calls = tmp_path / "calls.jsonl"
+def test_script_runs_three_seeds(fake):
+    run_script, recorded, _, tmp = fake
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "clip_adapter",
                           "main.sh")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHON": str(fake), "FAKE_CALLS": str(calls)}
-    proc = subprocess.run(["bash", script, "dtd", "rn50", "4", "0.6", "data"], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = run_script(script, "dtd", "rn50", "4", "0.6", "data")
     assert proc.returncode == 0, proc.stderr
-    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    runs = recorded()
     assert len(runs) == 3
-    assert runs[2][runs[2].index("--output-dir") + 1] == str(
-        tmp_path / "output" / "dtd" / "CLIP_Adapter" / "rn50_4shots" / "ratio0.6" / "seed3")
+    assert opt(runs[2], "--output-dir") == str(
+        tmp / "output" / "dtd" / "CLIP_Adapter" / "rn50_4shots" / "ratio0.6" / "seed3")
     assert runs[0][-4:] == ["DATASET.NUM_SHOTS", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0.6"]
-    assert runs[0][runs[0].index("--trainer") + 1] == "CLIP_Adapter"
+    assert opt(runs[0], "--trainer") == "CLIP_Adapter"

@@ -1,6 +1,5 @@
 """Linear probe: the C search, the logistic-regression optimum, and runs through train.py on
 synthetic EuroSAT with the tiny CLIP."""
-import json
 import math
 import os
 
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 import train
-from runs import results, run_direct as run
+from runs import opt, results, run_direct as run
 from trainers.linear_probe import C_GRID, fit_logistic, search_c
 
 CFG = "configs/trainers/LinearProbe/rn50.yaml"
@@ -150,28 +149,15 @@ def test_bad_solver_is_one_clear_error(env, tmp_path, capsys):
     assert "TRAINER.LINEAR_PROBE.SOLVER must be one of scipy, torch" in capsys.readouterr().err
 
 
-def test_script_runs_three_seeds(tmp_path):
-    import subprocess
-    import sys
-
-    fake = tmp_path / "fake_python"
-    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
-                    "open(os.environ['FAKE_CALLS'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
-    fake.chmod(0o755)
-    (tmp_path / "data").mkdir()
-    calls = tmp_path / "calls.jsonl"
+def test_script_runs_three_seeds(fake):
+    run_script, recorded, _, tmp = fake
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "linear_probe",
                           "main.sh")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHON": str(fake), "FAKE_CALLS": str(calls),
-           "DATA": "data"}
-    proc = subprocess.run(["bash", script, "oxford_pets", "rn50", "8"], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = run_script(script, "oxford_pets", "rn50", "8", DATA="data")
     assert proc.returncode == 0, proc.stderr
-    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    runs = recorded()
     assert len(runs) == 3
-    assert runs[0][runs[0].index("--output-dir") + 1] == str(
-        tmp_path / "output" / "oxford_pets" / "LinearProbe" / "rn50_8shots" / "seed1")
-    assert runs[0][runs[0].index("--config-file") + 1] == "configs/trainers/LinearProbe/rn50.yaml"
-    proc = subprocess.run(["bash", script, "oxford_pets", "rn5O", "8"], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=60)
+    assert opt(runs[0], "--output-dir") == str(tmp / "output" / "oxford_pets" / "LinearProbe" / "rn50_8shots" / "seed1")
+    assert opt(runs[0], "--config-file") == "configs/trainers/LinearProbe/rn50.yaml"
+    proc = run_script(script, "oxford_pets", "rn5O", "8", DATA="data")
     assert proc.returncode == 2 and "rn50" in proc.stderr

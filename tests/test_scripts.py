@@ -1,64 +1,16 @@
 """scripts/taskres/*.sh, the scripts/common.sh helpers and the per-method drivers with a stand-in
 interpreter, and the yaml files under configs/."""
 import glob
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from runs import opt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "scripts", "taskres", "main.sh")
 ZEROSHOT = os.path.join(REPO, "scripts", "taskres", "zeroshot.sh")
 CFG = "adam_lr2e-3_B256_ep200"
-
-# Records its argv (one JSON list per line in $FAKE_CALLS) and, like a finished train.py run,
-# writes log.txt and results.json into --output-dir.
-FAKE_PYTHON = """#!{python}
-import json, os, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps(args) + "\\n")
-out = args[args.index("--output-dir") + 1]
-os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "log.txt"), "a") as f:
-    f.write("Finish training\\n=> result\\n* accuracy: 80.0%\\n")
-tmp = os.path.join(out, "results.json.tmp")
-with open(tmp, "w") as f:
-    json.dump({{"accuracy": 80.0, "error": 20.0, "macro_f1": 79.0}}, f)
-os.replace(tmp, os.path.join(out, "results.json"))
-"""
-
-
-@pytest.fixture
-def fake(tmp_path):
-    tmp_path = type(tmp_path)(os.path.realpath(tmp_path))  # the scripts see physical paths
-    path = tmp_path / "fake_python"
-    path.write_text(FAKE_PYTHON.format(python=sys.executable))
-    path.chmod(0o755)
-    data = tmp_path / "data"
-    data.mkdir()
-    calls = tmp_path / "calls.jsonl"
-
-    def run(script, *args, cwd=None, **env_extra):
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-               "PYTHON": str(path), "FAKE_CALLS": str(calls)}
-        env.update({k: str(v) for k, v in env_extra.items()})
-        return subprocess.run(["bash", script, *map(str, args)], cwd=cwd or str(tmp_path), env=env,
-                              capture_output=True, text=True, timeout=60)
-
-    def recorded():
-        if not calls.exists():
-            return []
-        return [json.loads(line) for line in calls.read_text().splitlines()]
-
-    return run, recorded, data, tmp_path
-
-
-def opt(argv, flag):
-    return argv[argv.index(flag) + 1]
-
 
 def test_three_seeds_regular_base(fake):
     run, recorded, data, tmp = fake
