@@ -43,10 +43,24 @@ def build_parser():
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
     p.add_argument("--overwrite", action="store_true",
                    help="discard a previous run in --output-dir made with another config (default: stop)")
-    p.add_argument("--enhanced-base", type=str, default="none",
-                   help="TaskRes: path to an enhanced base (tuned text projection) or 'none'")
+    for need in method_needs():  # e.g. TaskRes's --enhanced-base
+        p.add_argument(need.flag, type=str, default="none", dest=_dest(need),
+                       help=f"{need.key}: path to a {need.producer} product ({need.name}) or 'none'")
     p.add_argument("opts", nargs="*", default=[], help="KEY VALUE config overrides, e.g. DATASET.NUM_SHOTS 16")
     return p
+
+
+def method_needs():
+    """The products of other methods that some method's runs take, with their flags."""
+    needs = {}
+    for _, trainer in TRAINER_REGISTRY.items():
+        for need in trainer.needs:
+            needs.setdefault(need.flag, need)
+    return list(needs.values())
+
+
+def _dest(need):
+    return need.flag.lstrip("-").replace("-", "_")
 
 
 CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)+$")  # e.g. DATASET.NUM_SHOTS
@@ -106,8 +120,6 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    import trainers  # noqa: F401  (registers every trainer)
-
     cfg = get_cfg_default()
     for _, trainer in TRAINER_REGISTRY.items():
         trainer.extend_cfg(cfg)
@@ -133,8 +145,10 @@ def setup_cfg(args):
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
-    if "TaskRes" in cfg.TRAINER and args.enhanced_base != "none":
-        cfg.TRAINER.TaskRes.ENHANCED_BASE = args.enhanced_base
+    for need in method_needs():
+        value = getattr(args, _dest(need), "none")
+        if value != "none":
+            merge_opts(cfg, [need.key, value])
     merge_opts(cfg, args.opts)
     cfg.freeze()
     return cfg

@@ -1,21 +1,27 @@
-"""Per-method recipe tables (configs/recipes.yaml): (dataset, shots) -> config file + overrides.
+"""A method's recipe: (dataset, shots) -> the config file and overrides its paper uses.
 
-    python -m engine.recipes TaskRes oxford_flowers 16            # all fields, KEY=value lines
-    python -m engine.recipes TaskRes oxford_flowers 16 --get cfg  # one field (for shell scripts)
+A recipe lives in the method's own config folder, `configs/trainers/<Name>/`; no table is
+shared between methods. The folder's runnable configs are its yaml files except `recipe.yaml`
+and names starting with `_` (bases that others include with `_BASE_`). In order:
 
-Datasets are named by their configs/datasets stem (oxford_flowers) or DATASET.NAME
-(OxfordFlowers). Fields: `config` (the yaml path), `cfg` (its name without folder and .yaml)
-and every override key (TRAINER.TaskRes.RESIDUAL_SCALE).
+1. `recipe.yaml` when the folder has one: `config` (a file name in the folder, with {var}
+   placeholders; {dataset} is the configs/datasets stem and {shots} the shot count unless
+   `vars` sets them), `vars` (placeholder defaults), `opts` (KEY: value overrides) and
+   `rules`, applied in order; a rule whose `when` matches (`dataset`: stems, `shots`: a list)
+   updates vars and opts, so a later rule wins;
+2. else `<dataset stem>.yaml` (per-dataset configs need no rule);
+3. else the folder's only config.
+
+    python -m engine.describe TaskRes oxford_flowers 16 --get cfg   # the command-line view
 """
-import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES_FILE = os.path.join(REPO, "configs", "recipes.yaml")
+CONFIGS = os.path.join(REPO, "configs", "trainers")
+RECIPE_FILE = "recipe.yaml"
 
 
 class RecipeError(ValueError):
@@ -24,7 +30,7 @@ class RecipeError(ValueError):
 
 @dataclass
 class Recipe:
-    config: str  # relative to the repository root
+    config: str  # relative to the repository root when inside it, else absolute
     opts: dict = field(default_factory=dict)
 
     @property
@@ -33,11 +39,6 @@ class Recipe:
 
     def opts_list(self):
         return [str(t) for k, v in self.opts.items() for t in (k, v)]
-
-
-def load_table(path=RECIPES_FILE):
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
 
 
 def dataset_stem(name):
@@ -52,17 +53,46 @@ def dataset_stem(name):
     return name
 
 
-def methods(table=None):
-    return sorted((table or load_table()).keys())
+def runnable_configs(folder):
+    """The yaml files of a method's config folder that run on their own, sorted."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder)
+                  if f.endswith(".yaml") and f != RECIPE_FILE and not f.startswith("_"))
 
 
-def recipe(method, dataset, shots, table=None):
-    table = table or load_table()
-    if method not in table:
-        raise RecipeError(f"No recipe table for {method!r} in {RECIPES_FILE}; tables: {', '.join(methods(table))}")
-    entry = table[method]
+def _shown(path):
+    rel = os.path.relpath(path, REPO)
+    return path if rel.startswith("..") else rel
+
+
+def recipe(method, dataset, shots, folder=None):
+    """The Recipe of `method` (a registered name, or any name with `folder` given) for a dataset
+    (configs/datasets stem or DATASET.NAME) and shot count."""
+    folder = folder or method_folder(method)
     stem = dataset_stem(dataset)
-    values, opts = dict(entry.get("vars") or {}), dict(entry.get("opts") or {})
+    path = os.path.join(folder, RECIPE_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            entry = yaml.safe_load(f) or {}
+        return _from_rules(entry, folder, stem, shots, path)
+    configs = runnable_configs(folder)
+    if f"{stem}.yaml" in configs:
+        return Recipe(_shown(os.path.join(folder, f"{stem}.yaml")))
+    if len(configs) == 1:
+        return Recipe(_shown(os.path.join(folder, configs[0])))
+    where = _shown(folder)
+    if not configs:
+        raise RecipeError(f"{method} has no recipe: {where}/ holds no config file. Pass --config-file, or add "
+                          f"one yaml (or a {RECIPE_FILE}) there.")
+    raise RecipeError(f"{method} has no recipe for dataset {stem!r}: {where}/ holds {len(configs)} configs "
+                      f"({', '.join(configs)}), none named {stem}.yaml, and no {RECIPE_FILE} to choose among "
+                      f"them. Pass --config-file, or add {stem}.yaml or a {RECIPE_FILE}.")
+
+
+def _from_rules(entry, folder, stem, shots, path):
+    values = {"dataset": stem, "shots": int(shots), **(entry.get("vars") or {})}
+    opts = dict(entry.get("opts") or {})
     for rule in entry.get("rules") or []:
         when = rule.get("when") or {}
         if "dataset" in when and stem not in when["dataset"]:
@@ -71,38 +101,25 @@ def recipe(method, dataset, shots, table=None):
             continue
         values.update(rule.get("vars") or {})
         opts.update(rule.get("opts") or {})
+    if not entry.get("config"):
+        raise RecipeError(f"{_shown(path)} has no `config:` (the config file name, with {{var}} placeholders)")
     try:
-        config = entry["config"].format(**values)
+        name = entry["config"].format(**values)
     except KeyError as e:
-        raise RecipeError(f"{method} has no recipe for dataset {stem!r} at {shots} shots: its config "
-                          f"{entry['config']!r} needs a value for {e} that no rule of {RECIPES_FILE} gives "
-                          f"for it. Pass --config-file instead, or add a rule.") from None
-    return Recipe(config, opts)
+        raise RecipeError(f"{_shown(path)} has no recipe for dataset {stem!r} at {shots} shots: its config "
+                          f"{entry['config']!r} needs a value for {e} that no rule gives for it. Pass "
+                          "--config-file instead, or add a rule.") from None
+    config = os.path.join(folder, name)
+    if not os.path.isfile(config):
+        raise RecipeError(f"{_shown(path)}: the recipe for {stem} {shots}-shot names {_shown(config)}, which "
+                          "does not exist")
+    return Recipe(_shown(config), opts)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method")
-    p.add_argument("dataset")
-    p.add_argument("shots", type=int)
-    p.add_argument("--get", help="print one field: config, cfg or an override key")
-    args = p.parse_args(argv)
-    try:
-        r = recipe(args.method, args.dataset, args.shots)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    fields = {"config": r.config, "cfg": r.cfg, **{k: v for k, v in r.opts.items()}}
-    if args.get:
-        if args.get not in fields:
-            print(f"error: no field {args.get!r}; fields: {', '.join(fields)}", file=sys.stderr)
-            return 2
-        print(fields[args.get])
-    else:
-        for k, v in fields.items():
-            print(f"{k}={v}")
-    return 0
+def method_folder(method):
+    """configs/trainers/<folder>/ of a registered method (its `config_folder`, else its name)."""
+    from .registry import TRAINER_REGISTRY
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    cls = TRAINER_REGISTRY.get(method) if method in TRAINER_REGISTRY else None
+    name = getattr(cls, "config_folder", "") or method
+    return name if os.path.isabs(name) else os.path.join(CONFIGS, name)

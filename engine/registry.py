@@ -1,13 +1,25 @@
-"""Name -> class registries with "did you mean" errors (the role of Dassl's Registry)."""
+"""Name -> class registries with "did you mean" errors (the role of Dassl's Registry).
+
+A registry names the package whose import registers its entries (`trainers`, `datasets`) and
+imports it on first use, so a tool asks the registry without knowing where methods live and
+the core never imports a layer above it by name.
+"""
 import difflib
+import importlib
 
 from .errors import UserError
 
 
 class Registry:
-    def __init__(self, kind):
+    def __init__(self, kind, package=None):
         self.kind = kind
         self._items = {}
+        self._package = package  # imported once, on first look-up
+
+    def _discover(self):
+        if self._package:
+            package, self._package = self._package, None
+            importlib.import_module(package)
 
     def register(self, obj=None, name=None, force=False):
         """Use as `@REG.register()` or `REG.register(obj)`; the key is the class name.
@@ -23,6 +35,7 @@ class Registry:
         return add(obj) if obj is not None else add
 
     def get(self, name):
+        self._discover()
         if name not in self._items:
             raise UserError(self.unknown_message(name))
         return self._items[name]
@@ -36,14 +49,17 @@ class Registry:
         return f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(names) or '(none)'}."
 
     def names(self):
+        self._discover()
         return sorted(self._items)
 
     def items(self):
+        self._discover()
         return sorted(self._items.items())
 
     def __contains__(self, name):
+        self._discover()
         return name in self._items
 
 
-TRAINER_REGISTRY = Registry("trainer")
-DATASET_REGISTRY = Registry("dataset")
+TRAINER_REGISTRY = Registry("trainer", package="trainers")
+DATASET_REGISTRY = Registry("dataset", package="datasets")

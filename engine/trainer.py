@@ -24,6 +24,10 @@ Class attributes a method may set:
                         on other classes (base -> new) keeps the rows of classes it saw and
                         takes the freshly built rows (the zero-shot classifier) for the others
 
+What tools need to know about a method (its table label, sweep axes, run-folder variant,
+products, evaluation-only) are the `engine.describe.MethodFacts` attributes; its recipe lives
+in its config folder (engine/recipes.py).
+
 Everything else lives here: data, the epoch loop, the per-epoch LR schedule, precision,
 gradient accumulation, logging in Dassl's format, checkpoints and resume, evaluation and the
 run record (results.json).
@@ -44,6 +48,7 @@ from . import record
 from .classes import remap_class_rows
 from .config import check_cfg as check_common_cfg
 from .data import DataManager
+from .describe import MethodFacts
 from .errors import ConfigError, UserError
 from .evaluator import Classification, batch_accuracy
 from .features import build_source
@@ -78,7 +83,7 @@ class AverageMeter:
         return self.sum / max(self.count, 1)
 
 
-class Trainer:
+class Trainer(MethodFacts):
     consumes = "features"  # or "pixels"
     cfg_node = None  # TRAINER.<cfg_node>.PREC is the method's precision
     closed_form = False

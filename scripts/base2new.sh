@@ -42,7 +42,7 @@ if [ "$METHOD" = ZeroshotCLIP ]; then
     CONFIG=configs/trainers/ZeroshotCLIP/rn50.yaml
 else
     # The method's recipe for this dataset and shot count: its config file and overrides.
-    RECIPE=$(cd "$REPO" && "${PY[@]}" -m engine.recipes "$METHOD" "$DATASET" "$SHOTS") || exit 2
+    RECIPE=$(cd "$REPO" && "${PY[@]}" -m engine.describe "$METHOD" "$DATASET" "$SHOTS") || exit 2
     CONFIG=
     while IFS='=' read -r key value; do
         case $key in

@@ -292,8 +292,13 @@ def test_masktuning_evals_need_trained_masks(fake, script, args, model):
 
 
 def all_yaml():
-    return sorted(glob.glob(os.path.join(REPO, "configs", "datasets", "*.yaml"))
-                  + glob.glob(os.path.join(REPO, "configs", "trainers", "**", "*.yaml"), recursive=True))
+    """Every runnable config: the datasets' and each method folder's (engine.recipes.runnable_configs:
+    not its recipe.yaml nor the `_`-named bases that others include)."""
+    from engine.recipes import CONFIGS, runnable_configs
+
+    trainers = [os.path.join(CONFIGS, m, f) for m in os.listdir(CONFIGS)
+                for f in runnable_configs(os.path.join(CONFIGS, m))]
+    return sorted(glob.glob(os.path.join(REPO, "configs", "datasets", "*.yaml")) + trainers)
 
 
 def test_expected_config_files_exist():

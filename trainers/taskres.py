@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 import clip
+from engine.describe import Axis, Need
 from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
@@ -51,6 +52,10 @@ def load_enhanced_projection(path, text_encoder):
         raise UserError(f"Enhanced base {path} holds a projection of shape {tuple(weight.shape)}, but this "
                         f"backbone needs {expected} ([D_embed, W_text]); was it made for another backbone?")
     return weight.t()
+
+
+def _base_kind(enhanced_base):
+    return "regular" if str(enhanced_base).lower() == "none" else "enhanced"
 
 
 VARIANTS = ("text", "image", "image_text", "adapted", "adapter")
@@ -118,6 +123,19 @@ class TaskRes(Trainer):
     reference_image_encoder_prec = "fp32"
     # Base-to-new: classes never trained on keep their base row with a zero residual.
     per_class_keys = ("base_text_features", "text_feature_residuals")
+    axes = (Axis("alpha", "TRAINER.TaskRes.RESIDUAL_SCALE", "--alphas", "TaskRes RESIDUAL_SCALE values"),)
+    needs = (Need("enhanced_base", "TRAINER.TaskRes.ENHANCED_BASE", "--enhanced-base", "TaskResEnhancedBase"),)
+
+    @classmethod
+    def run_variant(cls, cfg):
+        """base_<regular|enhanced>_alpha<A>: the reference scripts' folder, so both bases and
+        every alpha of one setting sit side by side."""
+        node = cfg.TRAINER.TaskRes
+        return f"base_{_base_kind(node.ENHANCED_BASE)}_alpha{float(node.RESIDUAL_SCALE)}"
+
+    @classmethod
+    def table_label(cls, extras):
+        return "TaskRes (enhanced base)" if extras.get("base") == "enhanced" else "TaskRes"
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -169,7 +187,7 @@ class TaskRes(Trainer):
 
     def run_extras(self):
         cfg = self.cfg.TRAINER.TaskRes
-        base = "regular" if cfg.ENHANCED_BASE.lower() == "none" else "enhanced"
+        base = _base_kind(cfg.ENHANCED_BASE)
         return {"alpha": float(self.learner.alpha), "base": base,
                 "base_file": None if base == "regular" else os.path.abspath(cfg.ENHANCED_BASE),
                 "variant": cfg.VARIANT}

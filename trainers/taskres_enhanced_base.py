@@ -34,6 +34,8 @@ STRONG_BASE_FILE = "strong_base.pth.tar"
 class TaskResEnhancedBase(Trainer):
     cfg_node = "TaskRes"
     reference_image_encoder_prec = "fp32"
+    produces = "enhanced_base"  # for TaskRes's --enhanced-base; not a result of its own
+    product_file = STRONG_BASE_FILE
 
     def build_model(self):
         clip_model = self.load_clip()

@@ -36,12 +36,15 @@ class _ZeroshotBase(Trainer):
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(_ZeroshotBase):
+    evaluation_only = True
     def templates(self):
         return [custom_template(self.cfg.DATASET.NAME)]
 
 
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP2(_ZeroshotBase):
+    evaluation_only = True
+    config_folder = "ZeroshotCLIP"
     def templates(self):
         extra = [] if self.cfg.DATASET.NAME == "ImageNet" else [custom_template(self.cfg.DATASET.NAME)]
         return list(IMAGENET_TEMPLATES_SELECT) + extra

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 import train
-from engine.recipes import REPO, RecipeError, load_table, recipe
+from engine.recipes import REPO, RecipeError, recipe
 
 from .spec import StudyError, _value, repo_path
 
@@ -176,12 +176,12 @@ def _strip(argv, names):
 # expansion
 
 
-def _method_config(method, dataset, shots, table=None):
+def _method_config(method, dataset, shots):
     """(config path relative to the repo or absolute, {KEY: value}) from the recipe table or the
     method's config."""
     if method.recipe:
         try:
-            r = recipe(method.recipe, dataset, shots, table=table)
+            r = recipe(method.recipe, dataset, shots)
         except RecipeError as e:
             raise StudyError(str(e)) from None
         if not os.path.isfile(repo_path(r.config)):
@@ -208,7 +208,6 @@ class Planner:
         self.study = study
         self.cfgs = ConfigCache()
         self.runs = {}  # out -> Run, in plan order
-        self.table = load_table()
 
     def add(self, run):
         old = self.runs.get(run.out)
@@ -241,7 +240,7 @@ class Planner:
 
     def expand_one(self, method, dataset, backbone, shots, seed, combo):
         s = self.study
-        config, recipe_opts = _method_config(method, dataset, shots, self.table)
+        config, recipe_opts = _method_config(method, dataset, shots)
         opts = dict(recipe_opts)
         opts.update(s.opts)
         opts.update(method.opts)

@@ -29,7 +29,8 @@ from typing import Dict, List, Optional
 import yaml
 
 from engine.errors import UserError
-from engine.recipes import REPO, load_table
+from engine.describe import methods as registered_methods
+from engine.recipes import REPO
 
 PROTOCOLS = ("few-shot", "base-to-new", "dg")
 STUDY_KEYS = ("name", "protocol", "root", "output", "strong_base", "datasets", "shots", "seeds", "backbones",
@@ -225,7 +226,7 @@ def load_study(path, root=None, output=None):
         raise StudyError(f"{where}: targets are for protocol dg")
     if not data.get("methods"):
         raise StudyError(f"{where}: no methods")
-    tables = load_table()
+    tables = set(registered_methods())
     methods = [_method(m, i, tables) for i, m in enumerate(_list(data["methods"], "methods", where))]
     names = [m.name for m in methods]
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -32,7 +32,7 @@ OUTPUT=$(from_caller "$OUTPUT")
 if [ $# -ge 2 ]; then
     LAMBDA=$2
 else
-    LAMBDA=$(cd "$REPO" && "${PY[@]}" -m engine.recipes MaskTuning "$DATASET" "$SHOTS" --get MASK.GDR_LAMBDA) || exit 2
+    LAMBDA=$(cd "$REPO" && "${PY[@]}" -m engine.describe MaskTuning "$DATASET" "$SHOTS" --get MASK.GDR_LAMBDA) || exit 2
 fi
 
 DATASET_CFG=configs/datasets/${TARGET}.yaml

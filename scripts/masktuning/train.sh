@@ -24,7 +24,7 @@ SHOTS=${SHOTS:-16}
 if [ $# -ge 2 ]; then
     LAMBDA=$2
 else
-    LAMBDA=$(cd "$REPO" && "${PY[@]}" -m engine.recipes MaskTuning "$DATASET" "$SHOTS" --get MASK.GDR_LAMBDA) || exit 2
+    LAMBDA=$(cd "$REPO" && "${PY[@]}" -m engine.describe MaskTuning "$DATASET" "$SHOTS" --get MASK.GDR_LAMBDA) || exit 2
     echo "GDR lambda for $DATASET at $SHOTS shots: $LAMBDA"
 fi
 exec bash "$REPO/scripts/masktuning/main.sh" "$DATASET" "$SHOTS" "$LAMBDA" ${3:+"$3"}

@@ -2,7 +2,7 @@
 # Source it (`. scripts/taskres/grid.sh`); it defines functions and constants and runs nothing.
 #
 # The paper's grid: 11 datasets x 1/2/4/8/16 shots, RN50; the per-(dataset, shots) config and
-# alpha come from the TaskRes table in configs/recipes.yaml (python -m engine.recipes).
+# alpha come from the TaskRes table in configs/recipes.yaml (python -m engine.describe).
 
 GRID_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 GRID_SHOTS="1 2 4 8 16"
@@ -19,7 +19,7 @@ grid_from_caller() {
 }
 
 grid_recipe() {  # METHOD DATASET SHOTS FIELD -> one field of the method's recipe table
-    (cd "$GRID_REPO" && "${PYTHON:-python}" -m engine.recipes "$1" "$2" "$3" --get "$4")
+    (cd "$GRID_REPO" && "${PYTHON:-python}" -m engine.describe "$1" "$2" "$3" --get "$4")
 }
 
 grid_alpha() {  # DATASET -> residual scale
