@@ -55,7 +55,8 @@ def method_needs():
     needs = {}
     for _, trainer in TRAINER_REGISTRY.items():
         for need in trainer.needs:
-            needs.setdefault(need.flag, need)
+            if need.flag:
+                needs.setdefault(need.flag, need)
     return list(needs.values())
 
 

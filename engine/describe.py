@@ -30,7 +30,7 @@ class Need(NamedTuple):
     """Another method's product that a run may take (TaskRes: the enhanced base)."""
     name: str  # the product (a study method's key: `enhanced_base: produce | PATH`)
     key: str  # the config key holding its path ("none": not used)
-    flag: str  # the train.py flag setting that key (--enhanced-base)
+    flag: str  # the train.py flag setting that key (--enhanced-base; "": set the key itself)
     producer: str  # the registered method whose runs make it
 
 
@@ -77,7 +77,7 @@ def describe(name, dataset=None, shots=None):
         "consumes": getattr(cls, "consumes", "features"),
         "produces": cls.produces,
         "axes": " ".join(f"{a.name}={a.key}" for a in cls.axes),
-        "needs": " ".join(f"{n.name}={n.flag}" for n in cls.needs),
+        "needs": " ".join(f"{n.name}={n.key}" for n in cls.needs),
         "module": cls.__module__,
     }
     if dataset is not None and shots is not None:

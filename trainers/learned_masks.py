@@ -8,10 +8,15 @@ frozen, so its features can come from the feature store, apart from the unmasked
 `backbone_id` carries the masks' digest) and one set of masks serves every method. The paper
 does not say whether it trained both at once; the original code has no combination at all.
 """
+from engine.describe import Need
 from engine.errors import ConfigError
 from engine.registry import TRAINER_REGISTRY
 
 from .masks import fold_masks
+
+
+# The masks a MaskTuning run learned: its output folder (or one of its checkpoint files).
+MASKS = Need("init_masks", "MASK.INIT_MASKS", "", "MaskTuning")
 
 
 def with_learned_masks(base, name, module):
@@ -35,5 +40,6 @@ def with_learned_masks(base, name, module):
     doc = f"{base.__name__} on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS)."
     # Its recipe is the base method's: the same configs, on the masked encoder.
     cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "__doc__": doc,
-                               "__module__": module, "config_folder": base.config_folder or base.__name__})
+                               "__module__": module, "config_folder": base.config_folder or base.__name__,
+                               "needs": base.needs + (MASKS,)})
     return TRAINER_REGISTRY.register(cls)
