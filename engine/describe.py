@@ -5,8 +5,8 @@ A method's facts live on its trainer class (the attributes of `MethodFacts`, whi
 no tool holds a method's name. From Python: `describe(name, dataset, shots)`; from the shell:
 
     python -m engine.describe TaskRes                           # the method's facts, KEY=value lines
-    python -m engine.describe TaskRes oxford_flowers 16         # ... plus its recipe there
-    python -m engine.describe TaskRes oxford_flowers 16 --get cfg   # one field
+    python -m engine.describe TaskRes oxford_flowers 16         # its recipe there: config, cfg, overrides
+    python -m engine.describe TaskRes oxford_flowers 16 --get cfg   # one field (a fact or the recipe's)
     python -m engine.describe --list                            # every registered method
 """
 import argparse
@@ -113,9 +113,11 @@ def main(argv=None):
             print(f"error: no field {args.get!r}; fields: {', '.join(facts)}", file=sys.stderr)
             return 2
         print(_shell(facts[args.get]))
-    else:
-        for k, v in facts.items():
-            print(f"{k}={_shell(v)}")
+        return 0
+    if args.dataset is not None:  # the recipe alone: every line after config and cfg is an override
+        facts = {k: facts[k] for k in list(facts)[list(facts).index("config"):]}
+    for k, v in facts.items():
+        print(f"{k}={_shell(v)}")
     return 0
 
 
