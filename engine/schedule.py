@@ -41,10 +41,11 @@ def lr_at_epoch(optim_cfg, epoch):
 
 def _factor(o, t, total):
     """The successor schedule's multiplier of the base LR at its epoch t."""
+    # OPTIM.MAX_EPOCH 0 (score the untrained model) builds a schedule that never steps.
     if o.LR_SCHEDULER == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t / total))
+        return 1.0 if t == 0 else 0.5 * (1.0 + math.cos(math.pi * t / total))
     if o.LR_SCHEDULER == "single_step":
-        step = o.STEPSIZE[-1] if o.STEPSIZE[-1] > 0 else total
+        step = o.STEPSIZE[-1] if o.STEPSIZE[-1] > 0 else max(total, 1)
         return o.GAMMA ** (t // step)
     return o.GAMMA ** sum(1 for m in o.STEPSIZE if t >= m)
 

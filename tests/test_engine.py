@@ -178,3 +178,14 @@ def test_train_loader_drops_last_only_with_a_full_batch():
     assert big.drop_last and len(big) == 2
     test = make_loader(list(range(600)), None, 256, train=False, cfg=cfg, device=torch.device("cpu"))
     assert not test.drop_last and len(test) == 3
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "single_step", "multi_step"])
+def test_zero_epoch_schedule_keeps_the_base_lr(scheduler):
+    """OPTIM.MAX_EPOCH 0 (scoring the untrained model) builds a schedule that never steps."""
+    from engine.schedule import lr_at_epoch
+
+    cfg = get_cfg_default()
+    merge_opts(cfg, ["OPTIM.MAX_EPOCH", "0", "OPTIM.LR_SCHEDULER", scheduler, "OPTIM.LR", "0.01",
+                     "OPTIM.STEPSIZE", "(5,)"])
+    assert lr_at_epoch(cfg.OPTIM, 0) == 0.01
