@@ -1,4 +1,6 @@
-"""Trainer lifecycle (the role of Dassl's SimpleTrainer/TrainerX).
+"""Trainer lifecycle (the role of Dassl's SimpleTrainer/TrainerX): build stages, the epoch
+loop, evaluation and the run record (results.json). Checkpoints are `engine.checkpointing`'s,
+precision and the optimizer step `engine.precision`'s.
 
 A method file subclasses `Trainer` and implements:
     build_model()        load CLIP (`self.load_clip()`), build the learnable part and
@@ -10,7 +12,9 @@ cross-entropy on `forward`), `encode_images(images)`, `check_cfg(cfg)`, `extend_
 (classmethod adding its config node), `after_source()` (runs once the feature source exists,
 before training, resuming or evaluation: build a cache from `self.source.split_features(...)`,
 initialise a probe), `fit()` (closed-form methods: set `closed_form = True`, no epochs run),
-`adapt_loaded_state(name, state_dict)` and `run_extras()` (method values for results.json).
+`run_extras()` (method values for results.json) and the checkpoint hooks of
+`engine.checkpointing` (`check_loaded`, `adapt_loaded_state`, `decode_state`,
+`checkpoint_weights`, `checkpoint_extras`).
 
 Class attributes a method may set:
     cfg_node            name of its TRAINER.<X> node; its PREC (fp16 / fp32 / amp) is applied
@@ -22,17 +26,19 @@ Class attributes a method may set:
                         drops its token prefix/suffix buffers); everything else loads strictly
     per_class_keys      state-dict entries with one row per class: loading a checkpoint trained
                         on other classes (base -> new) keeps the rows of classes it saw and
-                        takes the freshly built rows (the zero-shot classifier) for the others
+                        takes the freshly built rows (the zero-shot classifier) for the others;
+                        a 1000-row ImageNet checkpoint keeps the rows of an ImageNet subset
+    class_dims          {key: class dimension} of per-class entries laid out otherwise (sliced
+                        for ImageNet subsets only; the method matches them by name itself)
 
 What tools need to know about a method (its table label, sweep axes, run-folder variant,
 products, evaluation-only) are the `engine.describe.MethodFacts` attributes; its recipe lives
 in its config folder (engine/recipes.py).
 
-Everything else lives here: data, the epoch loop, the per-epoch LR schedule, precision,
-gradient accumulation, logging in Dassl's format, checkpoints and resume, evaluation and the
-run record (results.json).
+Construction runs the build stages in order: `setup`, `build_data`, `build_model`,
+`load_init_weights`, `build_source`, `after_source`, `build_evaluator` (the Dassl layer runs
+them in its own order).
 """
-import contextlib
 import datetime
 import os
 import time
@@ -44,21 +50,20 @@ import torch.nn.functional as F
 import clip
 
 from . import checkpoint as ckpt
+from . import precision
 from . import record
-from .classes import remap_class_rows
+from .checkpointing import FIT_FILE, Checkpointing
 from .config import check_cfg as check_common_cfg
 from .data import DataManager
 from .describe import MethodFacts
-from .errors import ConfigError, UserError
+from .errors import UserError
 from .evaluator import Classification, batch_accuracy
 from .features import build_source
 from .io import save_json
 from .models import load_clip_model
 from .optim import build_optimizer
+from .precision import PRECISIONS  # noqa: F401  (re-exported)
 from .schedule import EpochScheduler
-
-FIT_FILE = "model-fit.pth.tar"  # closed-form methods: the fitted model (no epochs)
-PRECISIONS = ("fp16", "fp32", "amp")
 
 
 def select_device(cfg):
@@ -83,12 +88,10 @@ class AverageMeter:
         return self.sum / max(self.count, 1)
 
 
-class Trainer(MethodFacts):
+class Trainer(Checkpointing, MethodFacts):
     consumes = "features"  # or "pixels"
     cfg_node = None  # TRAINER.<cfg_node>.PREC is the method's precision
     closed_form = False
-    ignored_load_keys = ()
-    per_class_keys = ()
     # Precision of the frozen image encoder on CUDA with PREC fp16 when
     # FEATURES.IMAGE_ENCODER_PREC is "" (TaskRes casts its image encoder to fp32).
     reference_image_encoder_prec = "fp16"
@@ -102,12 +105,25 @@ class Trainer(MethodFacts):
 
     def __init__(self, cfg, models=None):
         """`models`: a ModelCache shared by the runs of a sweep (None: load a private model)."""
+        self.setup(cfg, models)
+        with self.timer("build"):
+            self.build_data()
+            self.build_model()
+            self.load_init_weights()
+            self.build_source()
+        with self.timer("prepare"):
+            self.after_source()
+        self.build_evaluator()
+
+    # ---- build stages ------------------------------------------------------------------------
+    def setup(self, cfg, models=None):
+        """Config checks, device, precision, the model registry and the run record."""
         check_common_cfg(cfg)
         self.check_cfg(cfg)
         self.cfg = cfg
         self.model_cache = models
         self.device = select_device(cfg)
-        self.prec = self._method_precision(cfg)
+        self.prec = precision.method_precision(cfg, self.cfg_node)
         self._models, self._optims, self._scheds = OrderedDict(), OrderedDict(), OrderedDict()
         self.start_epoch = self.epoch = 0
         self.max_epoch = int(cfg.OPTIM.MAX_EPOCH)
@@ -115,27 +131,29 @@ class Trainer(MethodFacts):
         self.writer = None
         self.best_result = -float("inf")
         self.grad_scaler = None  # PREC amp on CUDA (not `scaler`: Dassl files keep their own under that name)
-        self._accum = 0
+        self._steps = precision.GradientSteps(cfg.TRAIN.GRAD_ACCUM_STEPS)
         self.record = {}  # method values for results.json; see run_extras()
         self.timer = record.PhaseTimer()
-        with self.timer("build"):
-            self.dm = DataManager(cfg, self.device)
-            self.build_model()
-            self._init_weights(cfg.MODEL.INIT_WEIGHTS)
-            encode = self.encode_images if self.consumes == "features" else None
-            if encode is not None and getattr(self, "private_clip", False) and cfg.FEATURES.MODE == "cached":
-                # Its encoder is not the released weights: stored features would be wrong for others.
-                print("FEATURES.MODE cached: this method modifies its own copy of the encoder, so its "
-                      "features are encoded for this run only, not stored")
-                encode_cfg = cfg.clone()
-                encode_cfg.defrost()
-                encode_cfg.FEATURES.MODE = "online"
-                self.source = build_source(encode_cfg, self.dm, encode, self.device)
-            else:
-                self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity(),
-                                           pixel_views=self.pixel_views())
-        with self.timer("prepare"):
-            self.after_source()
+
+    def build_data(self):
+        self.dm = DataManager(self.cfg, self.device)
+
+    def build_source(self):
+        """The feature source: image features (cached or encoded online), or pixels."""
+        encode = self.encode_images if self.consumes == "features" else None
+        if encode is not None and getattr(self, "private_clip", False) and self.cfg.FEATURES.MODE == "cached":
+            # Its encoder is not the released weights: stored features would be wrong for others.
+            print("FEATURES.MODE cached: this method modifies its own copy of the encoder, so its "
+                  "features are encoded for this run only, not stored")
+            encode_cfg = self.cfg.clone()
+            encode_cfg.defrost()
+            encode_cfg.FEATURES.MODE = "online"
+            self.source = build_source(encode_cfg, self.dm, encode, self.device)
+        else:
+            self.source = build_source(self.cfg, self.dm, encode, self.device, *self._feature_identity(),
+                                       pixel_views=self.pixel_views())
+
+    def build_evaluator(self):
         print("Loading evaluator: Classification")
         self.evaluator = Classification(self.dm.lab2cname, self.cfg.TEST.PER_CLASS_RESULT)
 
@@ -163,20 +181,15 @@ class Trainer(MethodFacts):
         return {}
 
     # ---- precision ---------------------------------------------------------------------------
-    def _method_precision(self, cfg):
-        node = cfg.TRAINER.get(self.cfg_node) if self.cfg_node else None
-        prec = node.get("PREC", "fp16") if node is not None else "fp16"
-        if prec not in PRECISIONS:
-            raise ConfigError(f"TRAINER.{self.cfg_node}.PREC must be one of {', '.join(PRECISIONS)}, got {prec!r}")
-        return prec
-
     def autocast(self):
         """The forward context of a step or an evaluation batch: autocast under PREC amp (fp16
         on CUDA, bf16 on the CPU, where fp16 autocast is not supported), else nothing."""
-        if self.prec != "amp":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return precision.autocast(self.prec, self.device)
+
+    def loss_scale(self):
+        """What a backward pass scales gradients by (the GradScaler's scale; 1.0 without one):
+        a method that computes gradients itself multiplies its cotangents by it."""
+        return precision.loss_scale(self.grad_scaler, self.device)
 
     # ---- model helpers for method files ------------------------------------------------------
     def load_clip(self, private=False):
@@ -239,25 +252,6 @@ class Trainer(MethodFacts):
             sched = EpochScheduler(optim, self.cfg.OPTIM)
         self._models[name], self._optims[name], self._scheds[name] = module, optim, sched
 
-    def _init_weights(self, path):
-        """MODEL.INIT_WEIGHTS: copy the entries of a checkpoint (or raw state dict) whose name and
-        shape match into the registered modules, as Dassl's load_pretrained_weights does."""
-        if not path:
-            return
-        state = ckpt.load_checkpoint(path, self.device)
-        state = ckpt.strip_module(state.get("state_dict", state) if isinstance(state, dict) else {})
-        for name, module in self._models.items():
-            own = module.state_dict()
-            matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-            if not matched:
-                raise UserError(f"MODEL.INIT_WEIGHTS {path}: no entry matches {name} by name and shape "
-                                f"(file keys: {', '.join(sorted(state)) or 'none'}; model keys: {', '.join(own)})")
-            own.update(matched)
-            module.load_state_dict(own)
-            discarded = sorted(set(state) - set(matched))
-            print(f"Initial weights of {name} loaded from {path} ({len(matched)} tensors)"
-                  + (f"; discarded: {', '.join(discarded)}" if discarded else ""))
-
     def get_model_names(self, names=None):
         return list(self._models) if names is None else ([names] if isinstance(names, str) else list(names))
 
@@ -273,33 +267,30 @@ class Trainer(MethodFacts):
             m.train(mode == "train")
 
     def model_backward_and_update(self, loss):
-        """zero_grad -> backward -> step, with the GradScaler under PREC amp on CUDA and
-        TRAIN.GRAD_ACCUM_STEPS micro-batches per step (the last batch of an epoch always steps)."""
+        """backward (loss-scaled under PREC amp on CUDA) then apply_gradients()."""
         if not torch.isfinite(loss):
             raise FloatingPointError("Loss is infinite or NaN!")
-        optims = [o for o in self._optims.values() if o is not None]
-        steps = max(1, int(self.cfg.TRAIN.GRAD_ACCUM_STEPS))
-        if self._accum == 0:
-            for o in optims:
-                o.zero_grad(set_to_none=True)
-        if steps > 1:
-            loss = loss / steps
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        self._accum += 1
+        self._steps.backward(loss, self._optimizers(), self.grad_scaler)
+        self.apply_gradients()
+
+    def apply_gradients(self, grads=None, rule=None):
+        """Ends a micro-batch: once TRAIN.GRAD_ACCUM_STEPS of them (or the epoch's last batch)
+        are in, steps the optimizers (through the GradScaler under PREC amp on CUDA).
+
+        Without `grads` the step uses the `.grad` that backward accumulated. A method that
+        computes its gradients itself passes `grads` = [(param, gradient, *companions)],
+        loss-scaled (cotangents times `loss_scale()`); they are summed over the micro-batches
+        (each divided by GRAD_ACCUM_STEPS), and at the step `rule(gradient, *companions)` gets
+        them unscaled and returns the gradient to step with (e.g. a gradient rule that needs a
+        second loss's gradient as companion)."""
+        if grads is not None:
+            self._steps.add(grads)
         last = getattr(self, "num_batches", None) is not None and self.batch_idx + 1 == self.num_batches
-        if self._accum < steps and not last:
-            return
-        self._accum = 0
-        for o in optims:
-            if self.grad_scaler is not None:
-                self.grad_scaler.step(o)
-            else:
-                o.step()
-        if self.grad_scaler is not None:
-            self.grad_scaler.update()
+        if self._steps.due(last):
+            self._steps.step(self._optimizers(), self.grad_scaler, rule)
+
+    def _optimizers(self):
+        return [o for o in self._optims.values() if o is not None]
 
     def forward_backward(self, inputs, labels):
         logits = self.forward(inputs)
@@ -333,8 +324,7 @@ class Trainer(MethodFacts):
         print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - self.time_start))}")
 
     def before_train(self):
-        if self.prec == "amp" and self.device.type == "cuda":
-            self.grad_scaler = torch.amp.GradScaler("cuda")
+        self.grad_scaler = precision.grad_scaler(self.prec, self.device)
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
         # Asked of the class: hasattr on the source would evaluate the property (and encode) here.
@@ -360,7 +350,7 @@ class Trainer(MethodFacts):
         batch_time, data_time = AverageMeter(), AverageMeter()
         num_batches = self.num_batches = self.source.num_train_batches()
         print_freq = self.cfg.TRAIN.PRINT_FREQ
-        self._accum = 0
+        self._steps.count = 0
         end = time.time()
         for self.batch_idx, (inputs, labels) in enumerate(self.source.train_batches()):
             data_time.update(time.time() - end)
@@ -469,151 +459,3 @@ class Trainer(MethodFacts):
         out["versions"] = record.versions()
         out["config"] = record.config_dict(cfg)
         save_json(out, os.path.join(self.output_dir, "results.json"))
-
-    # ---- checkpoints -------------------------------------------------------------------------
-    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
-        for name in self._models:
-            self._save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
-
-    def checkpoint_weights(self, name, with_rng):
-        """Hook: (state dict, optimizer state) that a checkpoint of model `name` holds; the
-        resume snapshot (`with_rng`) must keep all an exact resume needs."""
-        optim = self._optims[name]
-        return ckpt.strip_module(self._models[name].state_dict()), optim.state_dict() if optim is not None else None
-
-    def _save_one(self, name, epoch, directory, val_result, model_name, with_rng, quiet):
-        sched = self._scheds[name]
-        weights, optim_state = self.checkpoint_weights(name, with_rng)
-        state = {
-            "state_dict": weights,
-            "epoch": epoch + 1,
-            "optimizer": optim_state,
-            "scheduler": sched.state_dict() if sched is not None else None,
-            "val_result": val_result,
-            # Which classes the per-class rows belong to (base-to-new evaluation).
-            "classnames": list(self.dm.classnames),
-        }
-        if self.grad_scaler is not None:
-            state["scaler"] = self.grad_scaler.state_dict()
-        state.update(self.checkpoint_extras(name))
-        if with_rng:
-            state["rng"] = ckpt.rng_state()
-        if self.best_result > -float("inf"):
-            state["best_result"] = float(self.best_result)  # TEST.FINAL_MODEL best_val after resume
-        filename = model_name or f"model.pth.tar-{epoch + 1}"
-        # The rolling snapshot is rewritten every epoch; skip fsync there (a process crash
-        # keeps the rename atomic; only a power loss could lose the latest snapshot).
-        path = ckpt.save_checkpoint(state, directory, name, filename, fsync=not with_rng,
-                                    pointer=filename != "model-best.pth.tar")
-        if not quiet:
-            print(f"Checkpoint saved to {path}")
-
-    def resume_model_if_exist(self, directory):
-        paths = {name: ckpt.read_pointer(directory, name) for name in self._models}
-        if not paths or any(p is None for p in paths.values()):
-            print("No checkpoint found, train from scratch")
-            return 0
-        print(f"Found checkpoint at {directory} (will resume training)")
-        start = 0
-        for name, path in paths.items():
-            print(f'Loading checkpoint from "{path}"')
-            state = ckpt.load_checkpoint(path, self.device)
-            self._load_state(name, self._models[name], ckpt.strip_module(state["state_dict"]), path)
-            print("Loaded model weights")
-            if self._optims[name] is not None and state.get("optimizer"):
-                self._optims[name].load_state_dict(state["optimizer"])
-                print("Loaded optimizer")
-            if self._scheds[name] is not None and state.get("scheduler"):
-                self._scheds[name].load_state_dict(state["scheduler"])
-                print("Loaded scheduler")
-            elif self._scheds[name] is not None and "epoch" in state:
-                # A Dassl-written checkpoint pickles its scheduler object, which is not read: the
-                # per-epoch schedule only needs the number of finished epochs.
-                self._scheds[name].load_state_dict({"last_epoch": int(state["epoch"])})
-                print(f"Scheduler set to epoch {state['epoch']}")
-            if self.grad_scaler is not None and state.get("scaler"):
-                self.grad_scaler.load_state_dict(state["scaler"])
-            if state.get("best_result") is not None:
-                self.best_result = float(state["best_result"])
-            if "rng" in state:
-                ckpt.set_rng_state(state["rng"])
-            start = self.model_epoch = state["epoch"]
-        print(f"Previous epoch: {start}")
-        return start
-
-    def adapt_loaded_state(self, name, state_dict):
-        """Hook: reshape a loaded state dict for this run (e.g. slice classes)."""
-        return state_dict
-
-    def checkpoint_extras(self, name):
-        """Hook: plain values saved beside the state dict (e.g. settings needed to reuse it)."""
-        return {}
-
-    def check_loaded(self, name, checkpoint):
-        """Hook: compare a loaded checkpoint's extras with this run's config."""
-
-    def load_model(self, directory, epoch=None):
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        for name, module in self._models.items():
-            filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-            path = os.path.join(directory, name, filename)
-            if epoch is None and not os.path.isfile(path):
-                # No best-val model: a closed-form fit, or whatever the `checkpoint` file names.
-                path = ckpt.read_pointer(directory, name) or path
-            if not os.path.isfile(path):
-                hint = ""
-                folder = os.path.join(directory, name)
-                if os.path.isdir(folder):
-                    found = sorted(f for f in os.listdir(folder) if f.startswith("model"))
-                    hint = f" Files there: {', '.join(found) or 'none'}."
-                    if epoch is None:
-                        hint += " Pass --load-epoch N to load model.pth.tar-N."
-                raise UserError(f'Model not found at "{path}".{hint}')
-            state = ckpt.load_checkpoint(path, self.device)
-            self.check_loaded(name, state)
-            state_dict = ckpt.strip_module(state["state_dict"])
-            state_dict = self._remap_classes(name, module, state_dict, state.get("classnames"))
-            state_dict = self.adapt_loaded_state(name, state_dict)
-            self.model_epoch = state.get("epoch", 0)
-            print(f'Loading weights to {name} from "{path}" (epoch = {self.model_epoch})')
-            self._load_state(name, module, state_dict, path)
-
-    def _remap_classes(self, name, module, state_dict, trained_classnames):
-        """A checkpoint trained on other classes (base -> new): rows of `per_class_keys` follow
-        the class names; classes never trained on keep the freshly built rows (zero-shot)."""
-        current = list(self.dm.classnames)
-        if not self.per_class_keys or trained_classnames is None or list(trained_classnames) == current:
-            return state_dict
-        if getattr(self.dm.dataset, "class_indices_1k", None) is not None:
-            return state_dict  # ImageNet-A/R: the method slices the 1000 ImageNet rows itself
-        state_dict, unseen = remap_class_rows(state_dict, module.state_dict(), self.per_class_keys,
-                                              list(trained_classnames), current)
-        print(f"{len(unseen)} of {len(current)} classes were not seen in training; their rows of "
-              f"{', '.join(self.per_class_keys)} come from the zero-shot classifier")
-        self.record["unseen_classes_zeroshot"] = len(unseen)
-        return state_dict
-
-    def decode_state(self, name, state_dict, path):
-        """Hook: turn a stored state dict into the module's tensors (e.g. bit-packed masks into
-        scores). Every load goes through it: resume, --eval-only, best-val restore."""
-        return state_dict
-
-    def _load_state(self, name, module, state_dict, path):
-        state_dict = self.decode_state(name, state_dict, path)
-        own = module.state_dict()
-        ignored = set(self.ignored_load_keys)
-        state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
-        missing = [k for k in own if k not in state_dict and k not in ignored]
-        unexpected = [k for k in state_dict if k not in own]
-        shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or shapes:
-            raise UserError(
-                f"Checkpoint {path} does not fit {name}: "
-                + "; ".join(filter(None, [missing and f"missing keys {missing}",
-                                          unexpected and f"unexpected keys {unexpected}",
-                                          shapes and "shape mismatch " + ", ".join(shapes)]))
-                + ". Was it trained on another dataset (class count) or backbone?")
-        module.load_state_dict(state_dict, strict=not ignored)

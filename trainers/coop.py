@@ -233,6 +233,8 @@ class PromptClassifier:
                                       node.TEXT_SHARED_PREFIX, node.TEXT_CHUNK)
         self._eval_text = None  # (context version, normalised text features)
         self._loaded_classnames = None
+        # A class-specific context has a row per class (matched by name in class_contexts).
+        self.class_dims = {"ctx": 0} if learner.csc else {}
         return self.prompt_learner
 
     def text_features(self):
@@ -279,10 +281,6 @@ class PromptClassifier:
         current = list(self.dm.classnames)
         if trained is not None and list(trained) == current:
             return ctx
-        indices = getattr(self.dm.dataset, "class_indices_1k", None)
-        if indices is not None and ctx.shape[0] == 1000 and (trained is None or len(trained) == 1000):
-            # ImageNet -> ImageNet-A/R (or a subsample): the rows of the classes present.
-            return ctx.index_select(0, torch.as_tensor(indices, dtype=torch.long, device=ctx.device))
         if trained is None:
             if ctx.shape[0] == len(current):
                 return ctx  # a reference checkpoint: no class names, assume the same classes

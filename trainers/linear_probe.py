@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 import clip
-from engine.classes import remap_class_rows
 from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
@@ -199,7 +198,6 @@ class LinearProbe(Trainer):
         self.probe = nn.Linear(int(clip_model.embed_dim), self.dm.num_classes).to(self.device)
         self.feature_norm = 1.0
         self.C = None
-        self._loaded_classnames = None
         self.set_zero_shot_rows(1.0)
         self.register_model("linear_probe", self.probe)
 
@@ -267,31 +265,7 @@ class LinearProbe(Trainer):
 
     # ---- checkpoints on other classes ----------------------------------------------------------
     def check_loaded(self, name, checkpoint):
-        self._loaded_classnames = checkpoint.get("classnames")
         self.C = checkpoint.get("C")
         if checkpoint.get("feature_norm"):
             self.feature_norm = float(checkpoint["feature_norm"])
             self.set_zero_shot_rows(self.feature_norm)  # rows of classes the checkpoint lacks
-
-    def adapt_loaded_state(self, name, state_dict):
-        """ImageNet subsets (ImageNet-A/R, base/new halves) carry `class_indices_1k`, and the
-        engine leaves their rows to the method: a 1000-class checkpoint keeps the rows those
-        indices name (ImageNet's class names hold duplicates); another one is matched by name."""
-        indices = getattr(self.dm.dataset, "class_indices_1k", None)
-        if indices is None:
-            return state_dict  # the engine matched rows by class name
-        rows = len(state_dict["weight"])
-        if rows == 1000:
-            index = torch.as_tensor(list(indices), dtype=torch.long)
-            return {k: v.index_select(0, index.to(v.device)) if k in self.per_class_keys else v
-                    for k, v in state_dict.items()}
-        if self._loaded_classnames is None:
-            raise UserError(f"{self.cfg.DATASET.NAME} evaluates a 1000-class ImageNet classifier or one with class "
-                            f"names, but the checkpoint has {rows} classes and no class names")
-        state_dict, unseen = remap_class_rows(state_dict, self.probe.state_dict(), self.per_class_keys,
-                                              list(self._loaded_classnames), list(self.dm.classnames))
-        if unseen:
-            print(f"{len(unseen)} of {self.dm.num_classes} classes were not seen in training; their rows are "
-                  f"zero-shot CLIP's")
-            self.record["unseen_classes_zeroshot"] = len(unseen)
-        return state_dict

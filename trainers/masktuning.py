@@ -177,7 +177,6 @@ class MaskTuning(Trainer):
             cfg.defrost()
             cfg.TEST.NO_TEST = False
             cfg.freeze()
-        self._pending = None  # gradients accumulated over TRAIN.GRAD_ACCUM_STEPS micro-batches
         super().__init__(cfg, models)
 
     # ---- model -----------------------------------------------------------------------------
@@ -284,10 +283,9 @@ class MaskTuning(Trainer):
         with parametrize.cached():  # each masked weight computed once per forward
             logits = self.forward(images, text)
         scores = self.masks.scores()
-        # Under amp on CUDA the engine's GradScaler sets the scale: cotangents are scaled up
-        # so that half-precision backward passes do not underflow, and scaled back at the step.
-        scaler = self._grad_scaler()
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        # Cotangents scaled as a scaled backward would (PREC amp on CUDA), so that half-precision
+        # backward passes do not underflow; the engine unscales at the step.
+        scale = self.loss_scale()
         ce, c_ce, kl, c_kl = logit_cotangents(logits, labels, teacher, float(cfg.GDR_T), float(cfg.FUSE_ALPHA))
         with _no_autocast(self.device):
             g_ce, g_kl = mask_gradients(logits, scores, c_ce * scale, None if c_kl is None else c_kl * scale,
@@ -303,58 +301,15 @@ class MaskTuning(Trainer):
             summary["mask_loss"] = weight * float(sum(norms))
         if kl is not None:
             summary["kl"] = kl.item()
-        self._accumulate(g_ce, g_kl)
-        if self._should_step():
-            self._step(lam, scale)
+
+        def gdr(g, g_kl=None):  # at the step, on the unscaled sums over its micro-batches
+            return g if g_kl is None else g.mul_(gdr_keep(g, g_kl, lam, torch.rand_like(g)))
+
+        # Each score's KL gradient rides along its CE gradient as GDR's companion.
+        kl_of = (g_kl or []) if lam > 0 else []
+        params = scores + self.ce_only_params()
+        self.apply_gradients([(p, g, *kl_of[i:i + 1]) for i, (p, g) in enumerate(zip(params, g_ce))], rule=gdr)
         return summary
-
-    def _accumulate(self, g_ce, g_kl):
-        steps = max(1, int(self.cfg.TRAIN.GRAD_ACCUM_STEPS))
-        if steps > 1:
-            g_ce = [g / steps for g in g_ce]
-            g_kl = None if g_kl is None else [g / steps for g in g_kl]
-        if self._pending is None:
-            self._pending = [g_ce, g_kl, 1]
-            return
-        acc_ce, acc_kl, n = self._pending
-        for a, g in zip(acc_ce, g_ce):
-            a.add_(g)
-        if acc_kl is not None:
-            for a, g in zip(acc_kl, g_kl):
-                a.add_(g)
-        self._pending[2] = n + 1
-
-    def _should_step(self):
-        steps = max(1, int(self.cfg.TRAIN.GRAD_ACCUM_STEPS))
-        last = getattr(self, "num_batches", None) is not None and self.batch_idx + 1 == self.num_batches
-        return self._pending[2] >= steps or last
-
-    @torch.no_grad()
-    def _step(self, lam, scale):
-        g_ce, g_kl, _ = self._pending
-        self._pending = None
-        for i, (p, g) in enumerate(zip(self.masks.scores() + self.ce_only_params(), g_ce)):
-            if g_kl is not None and i < len(g_kl) and lam > 0:
-                # eps scaled with the gradients keeps P exactly what unscaled gradients give
-                g.mul_(gdr_keep(g, g_kl[i], lam, torch.rand_like(g), eps=1e-8 * scale))
-            p.grad = g
-        optims = [o for o in self._optims.values() if o is not None]
-        scaler = self._grad_scaler()
-        if scaler is not None:
-            for o in optims:
-                scaler.step(o)  # unscales; skips the step if a gradient overflowed
-            scaler.update()
-        else:
-            if not all(torch.isfinite(g).all() for g in g_ce):
-                raise FloatingPointError("Mask gradients are infinite or NaN!")
-            for o in optims:
-                o.step()
-        for o in optims:
-            o.zero_grad(set_to_none=True)
-
-    def _grad_scaler(self):
-        """The engine's GradScaler (PREC amp on CUDA), else None."""
-        return getattr(self, "grad_scaler", None)
 
     # ---- statistics, evaluation ---------------------------------------------------------------
     def sparsity(self):

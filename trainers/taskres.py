@@ -202,20 +202,6 @@ class TaskRes(Trainer):
                   f"but this run uses {self.learner.alpha} (as the reference, the config value is used). "
                   f"Pass TRAINER.TaskRes.RESIDUAL_SCALE {trained} to evaluate the trained classifier.")
 
-    def adapt_loaded_state(self, name, state_dict):
-        # ImageNet -> ImageNet-A/R: keep the 200 rows of the 1000-class classifier that the
-        # target's classes map to (integer index lists, not name look-ups).
-        indices = getattr(self.dm.dataset, "class_indices_1k", None)
-        if indices is None:
-            return state_dict
-        rows = len(state_dict["base_text_features"])
-        if rows != 1000:
-            raise UserError(f"{self.cfg.DATASET.NAME} evaluates a 1000-class ImageNet classifier, but the "
-                            f"checkpoint has {rows} classes")
-        index = torch.as_tensor(indices, dtype=torch.long)
-        per_class = ("base_text_features", "text_feature_residuals")
-        return {k: v.index_select(0, index.to(v.device)) if k in per_class else v for k, v in state_dict.items()}
-
     def forward(self, features):
         weights = F.normalize(self.learner(), dim=-1)
         features = self.learner.adapt_image(features.float())

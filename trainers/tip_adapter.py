@@ -41,6 +41,7 @@ class TipAdapter(Trainer):
     model_name = "tip_adapter"
     display_name = "Tip-Adapter"
     learnable_keys = False
+    class_dims = {"cache_values": 1}  # one value column per class; adapt_loaded_state matches them by name
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -165,8 +166,7 @@ class TipAdapter(Trainer):
             return state_dict  # not a Tip-Adapter cache: the engine names the missing keys
         values = state_dict["cache_values"]
         current = list(self.dm.classnames)
-        remapped, unseen = remap_value_columns(values, self._loaded_classnames, current,
-                                               getattr(self.dm.dataset, "class_indices_1k", None))
+        remapped, unseen = remap_value_columns(values, self._loaded_classnames, current)
         if remapped is None:
             raise UserError(f"The checkpoint's cache has {values.shape[1]} classes and no class names, but "
                             f"{self.cfg.DATASET.NAME} has {len(current)}: cannot tell which column is which class")

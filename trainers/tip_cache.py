@@ -176,21 +176,17 @@ class TipCache(nn.Module):
                           logit_scale)
 
 
-def remap_value_columns(values, trained_classnames, current_classnames, class_indices_1k=None):
+def remap_value_columns(values, trained_classnames, current_classnames):
     """Value columns for the current classes: (values [N, C_now], classes never trained on), or
     (None, None) when that cannot be told.
 
-    A 1000-column ImageNet cache evaluated on an ImageNet subset (ImageNet-A/R, base/new halves)
-    keeps the columns `class_indices_1k` names (ImageNet's class names hold duplicates, so
-    indices, not names). Otherwise columns follow the class names, and a class the cache has no
-    image of gets a zero column, so its logit is the zero-shot one."""
+    Columns follow the class names, and a class the cache has no image of gets a zero column, so
+    its logit is the zero-shot one. (ImageNet subsets of a 1000-column cache are sliced by the
+    engine before: see `engine.checkpointing`.)"""
     current = list(current_classnames)
     trained = list(trained_classnames) if trained_classnames is not None else None
-    if trained == current or (trained is None and values.shape[1] == len(current) and class_indices_1k is None):
+    if trained == current or (trained is None and values.shape[1] == len(current)):
         return values, []
-    if class_indices_1k is not None and values.shape[1] == 1000:
-        index = torch.as_tensor(list(class_indices_1k), dtype=torch.long, device=values.device)
-        return values.index_select(1, index), []
     if trained is None:
         return None, None
     index = {c: i for i, c in enumerate(trained)}

@@ -6,8 +6,9 @@ a batch dict, calling `model_backward_and_update(loss)` and `update_lr()` after 
 batch) and usually parse_batch_train(batch) / load_model(directory, epoch). Those files run here
 unchanged; the lifecycle is the engine's (`engine.trainer.Trainer`):
 
-  * the engine builds the dataset, the run record, the device; then Dassl's order follows:
-    build_data_loader() (Dassl's loaders over that dataset), build_model(), the evaluator;
+  * the engine's build stages (`setup`, `build_data`, `build_source`, `after_source`), then
+    Dassl's order: build_data_loader() (Dassl's loaders over that dataset), build_model(), the
+    evaluator;
   * train(): before_train (resume from OUTPUT_DIR or RESUME, TensorBoard) -> per epoch
     before_epoch, run_epoch, after_epoch (best-val selection, checkpoints, the per-epoch resume
     snapshot with RNG states) -> after_train (`Finish training`, the final test, results.json);
@@ -52,10 +53,6 @@ class _EngineArguments(type):
         obj.__dict__["_engine_kwargs"] = {k: v for k, v in kwargs.items() if k not in own}
         obj.__init__(cfg, *args, **own)
         return obj
-
-
-def _skip():
-    """Stands in for build_model() while the engine's constructor runs (see SimpleTrainer)."""
 
 
 def _phase(trainer, name):
@@ -223,16 +220,17 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg, **engine_kwargs):
         engine_kwargs = {**self.__dict__.pop("_engine_kwargs", {}), **engine_kwargs}
-        # The engine's constructor builds the dataset and then calls build_model(); a Dassl file's
-        # build_model needs the Dassl loaders first (self.dm, self.train_loader_x ...), so the
-        # model is built below, in Dassl's order.
-        self.__dict__["build_model"] = _skip
-        try:
-            super().__init__(cfg, **engine_kwargs)
-        finally:
-            self.__dict__.pop("build_model", None)
+        # The engine's build stages in Dassl's order: a Dassl file's build_model needs the Dassl
+        # loaders (self.dm, self.train_loader_x ...), and applies MODEL.INIT_WEIGHTS itself.
+        self.setup(cfg, **engine_kwargs)
+        with self.timer("build"):
+            self.build_data()
+            self.build_source()
+        with self.timer("prepare"):
+            self.after_source()
+        self.build_evaluator()  # the engine's, for its log line; Dassl's replaces it below
         self._selecting = False
-        with _phase(self, "build"):
+        with self.timer("build"):
             with DataManager.offering(self.dm):
                 self.build_data_loader()
             self.build_model()
