@@ -80,10 +80,11 @@ def test_one_step_gives_coop_and_gdr_gradients(data_root, tiny_clip_path, tmp_pa
 def joint(data_root, tiny_clip_path, tmp_path_factory):
     base = tmp_path_factory.mktemp("joint")
     out = str(base / "run")
-    # 30 steps: a context from words, since a random one needs far more steps (as in CoOp)
+    # 50 steps: a context from words, since a random one needs far more steps (as in CoOp); 30 left
+    # the gain at the 5-point margin on some CPUs
     run(args(data_root, out, tiny_clip_path, "OPTIM.LR", 1e-3, "TRAINER.CoOpMaskTuning.PROMPT_LR", 0.02,
              "TRAINER.COOP.CTX_INIT", "a_photo_of_a", "DATALOADER.TRAIN_X.BATCH_SIZE", 8,
-             "MASK.GDR_LAMBDA", 1.0, epochs=6))
+             "MASK.GDR_LAMBDA", 1.0, epochs=10))
     zs = str(base / "zs")
     run(["--root", data_root, "--trainer", "ZeroshotCLIP", "--dataset-config-file", "configs/datasets/eurosat.yaml",
          "--config-file", "configs/trainers/ZeroshotCLIP/rn50.yaml", "--output-dir", zs, "--eval-only",
@@ -96,10 +97,10 @@ def test_joint_training_learns_both_masks_and_context(joint):
     res = results(out)
     assert res["accuracy"] >= zero_shot + 5.0, (zero_shot, res["accuracy"])
     assert res["extras"]["masked_entries"] > 0 and res["extras"]["n_ctx"] == 4
-    assert sorted(os.listdir(out + "/shared")) == ["checkpoint", "model.pth.tar-6"]
-    packed = torch.load(out + "/shared/model.pth.tar-6", weights_only=True)["state_dict"]
+    assert sorted(os.listdir(out + "/shared")) == ["checkpoint", "model.pth.tar-10"]
+    packed = torch.load(out + "/shared/model.pth.tar-10", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.uint8 for v in packed.values())  # masks stay bit-packed
-    ctx = torch.load(out + "/prompt_learner/model.pth.tar-6", weights_only=True)["state_dict"]["ctx"]
+    ctx = torch.load(out + "/prompt_learner/model.pth.tar-10", weights_only=True)["state_dict"]["ctx"]
     assert ctx.shape[0] == 4  # "a photo of a"
 
 
@@ -107,7 +108,7 @@ def test_joint_eval_only_reproduces_the_run(joint, data_root, tiny_clip_path):
     base, out, _ = joint
     again = str(base / "eval")
     run(args(data_root, again, tiny_clip_path, "TRAINER.COOP.CTX_INIT", "a_photo_of_a")
-        + ["--eval-only", "--model-dir", out, "--load-epoch", "6"])
+        + ["--eval-only", "--model-dir", out, "--load-epoch", "10"])
     assert results(again)["correct"] == results(out)["correct"]
     run(args(data_root, str(base / "nomodel"), tiny_clip_path) + ["--eval-only"], expect=2)
 
@@ -115,7 +116,7 @@ def test_joint_eval_only_reproduces_the_run(joint, data_root, tiny_clip_path):
 def test_joint_checkpoint_with_other_prompt_settings_is_explained(joint, data_root, tiny_clip_path, capsys):
     base, out, _ = joint
     run(args(data_root, str(base / "other"), tiny_clip_path) + ["--eval-only", "--model-dir", out,
-                                                                 "--load-epoch", "6"], expect=2)
+                                                                 "--load-epoch", "10"], expect=2)
     assert "TRAINER.COOP.N_CTX 4" in capsys.readouterr().err
 
 
