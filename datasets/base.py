@@ -30,6 +30,12 @@ class DatasetBase:
     need not all have images)."""
 
     dataset_dir = ""  # absolute dataset folder; set by subclasses
+    # What code outside the dataset reads about it (through datasets.info): the stem of its
+    # configs/datasets/<stem>.yaml, its name in figures ("" = the registered name), and the prompt
+    # template of the reference CoOp/TaskRes code (CLIP's generic prompt unless it has its own).
+    stem = ""
+    display_name = ""
+    template = "a photo of a {}."
 
     def __init__(self, train_x, val=None, test=None, train_u=None, classnames=None):
         self._train_x = list(train_x)
