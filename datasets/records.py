@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from engine.errors import DatasetError
 
+
 @dataclass(frozen=True, slots=True)
 class Datum:
     """One labelled image. Files are not checked here (that would stat every image on every
