@@ -28,27 +28,21 @@ from typing import Dict, Optional
 
 import torch
 
+from datasets import all_info
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
 from parse_test_res import TEST_END_SIGNAL, find_log, parse_log
 
-# configs/datasets/<stem>.yaml -> DATASET.NAME
-DATASET_NAMES = {
-    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
-    "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
-    "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
-}
+# The papers' order of datasets, which figures and tables follow; other datasets come after, by stem.
+PAPER_ORDER = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch",
+               "imagenet_a", "imagenet_r")
+_INFO = sorted(all_info(), key=lambda i: (PAPER_ORDER.index(i.stem) if i.stem in PAPER_ORDER else len(PAPER_ORDER),
+                                          i.stem))
+# configs/datasets/<stem>.yaml -> DATASET.NAME, and the names used in the figures (the papers' spelling).
+DATASET_NAMES = {i.stem: i.name for i in _INFO}
 STEMS = {name: stem for stem, name in DATASET_NAMES.items()}
-# Names used in the figures (the papers' spelling).
-DISPLAY_NAMES = {
-    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102", "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD", "eurosat": "EuroSAT",
-    "ucf101": "UCF101", "imagenetv2": "ImageNet-V2", "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
-}
+DISPLAY_NAMES = {i.stem: i.display_name for i in _INFO}
 ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
 KNOWN_TRAINERS = ("TaskRes", "TaskResEnhancedBase", "ZeroshotCLIP", "ZeroshotCLIP2", "CoOp", "CoCoOp",
                   "LinearProbe", "CLIPAdapter", "TipAdapter", "TipAdapterF", "MaskTuning")

@@ -1,7 +1,8 @@
 """Datasets in CoOp's on-disk layouts, registered under their reference names.
 
 Importing this package registers every dataset (the registry key is the class name, e.g.
-`EuroSAT`, as in `DATASET.NAME`).
+`EuroSAT`, as in `DATASET.NAME`). `info(name)` gives a dataset's stem, figure name and prompt
+template by DATASET.NAME or configs/datasets stem (catalog.py).
 """
 from engine.registry import DATASET_REGISTRY
 
@@ -10,6 +11,7 @@ from . import (  # noqa: F401  (registration)
     stanford_cars, sun397, ucf101,
 )
 from .base import Datum, DatasetBase  # noqa: F401
+from .catalog import DatasetInfo, all_info, find, info, name_of, stem_of  # noqa: F401
 
 
 def build_dataset(cfg):

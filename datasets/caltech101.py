@@ -11,6 +11,7 @@ NEW_CNAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "
 
 @DATASET_REGISTRY.register()
 class Caltech101(SplitJsonDataset):
+    stem = "caltech101"
     folder = "caltech-101"
     image_folder = "101_ObjectCategories"
     split_file = "split_zhou_Caltech101.json"

@@ -7,6 +7,9 @@ from .base import SplitJsonDataset, read_and_split_data
 
 @DATASET_REGISTRY.register()
 class DescribableTextures(SplitJsonDataset):
+    stem = "dtd"
+    display_name = "DTD"
+    template = "{} texture."
     folder = "dtd"
     image_folder = "images"
     split_file = "split_zhou_DescribableTextures.json"

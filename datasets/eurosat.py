@@ -20,6 +20,8 @@ NEW_CNAMES = {
 
 @DATASET_REGISTRY.register()
 class EuroSAT(SplitJsonDataset):
+    stem = "eurosat"
+    template = "a centered satellite photo of {}."
     folder = "eurosat"
     image_folder = "2750"
     split_file = "split_zhou_EuroSAT.json"

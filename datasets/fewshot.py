@@ -15,7 +15,7 @@ import random
 
 from engine.errors import DatasetError
 
-from .base import Datum, items_from_json, items_to_json, read_json, split_dataset_by_label, write_json_atomic
+from .records import Datum, items_from_json, items_to_json, read_json, split_dataset_by_label, write_json_atomic
 
 MAX_VAL_SHOTS = 4
 

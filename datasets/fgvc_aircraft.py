@@ -10,6 +10,8 @@ from .base import Datum, SplitJsonDataset, read_lines
 
 @DATASET_REGISTRY.register()
 class FGVCAircraft(SplitJsonDataset):
+    stem = "fgvc_aircraft"
+    template = "a photo of a {}, a type of aircraft."
     folder = "fgvc_aircraft"
     image_folder = "images"
     split_file = ""  # the official lists are read every time, as in CoOp

@@ -7,6 +7,8 @@ from .base import SplitJsonDataset, read_and_split_data
 
 @DATASET_REGISTRY.register()
 class Food101(SplitJsonDataset):
+    stem = "food101"
+    template = "a photo of {}, a type of food."
     folder = "food-101"
     image_folder = "images"
     split_file = "split_zhou_Food101.json"

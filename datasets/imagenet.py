@@ -164,6 +164,7 @@ class ImageNetFamily(LocalDataset):
 
 @DATASET_REGISTRY.register()
 class ImageNet(ImageNetFamily):
+    stem = "imagenet"
     folder = "imagenet"
     image_folder = "images"
     anchor = "imagenet"

@@ -13,7 +13,7 @@ import os
 
 from engine.registry import DATASET_REGISTRY
 
-from .imagenet import ImageNetFamily
+from .imagenet import ImageNet, ImageNetFamily
 
 # The 200 ImageNet-1k classes of ImageNet-R and ImageNet-A, ascending.
 IMAGENET_R_INDICES = [
@@ -41,6 +41,7 @@ IMAGENET_A_INDICES = [
 
 
 class ImageNetVariant(ImageNetFamily):
+    template = ImageNet.template  # evaluated with ImageNet-trained models, so prompted as ImageNet
     evaluation_only = True  # no few-shot subsets, nothing to export
     subset = None  # 1k indices of the variant's classes; None = all of classnames.txt
     numbered_folders = False  # V2: folder "i" holds class i
@@ -66,6 +67,8 @@ class ImageNetVariant(ImageNetFamily):
 
 @DATASET_REGISTRY.register()
 class ImageNetV2(ImageNetVariant):
+    stem = "imagenetv2"
+    display_name = "ImageNet-V2"
     folder = "imagenetv2"
     image_folder = "imagenetv2-matched-frequency-format-val"
     numbered_folders = True
@@ -81,6 +84,8 @@ class ImageNetV2(ImageNetVariant):
 
 @DATASET_REGISTRY.register()
 class ImageNetSketch(ImageNetVariant):
+    stem = "imagenet_sketch"
+    display_name = "ImageNet-Sketch"
     folder = "imagenet-sketch"
     image_folder = "images"
     anchor = "imagenetsketch"
@@ -93,6 +98,8 @@ class ImageNetSketch(ImageNetVariant):
 
 @DATASET_REGISTRY.register()
 class ImageNetA(ImageNetVariant):
+    stem = "imagenet_a"
+    display_name = "ImageNet-A"
     folder = "imagenet-adversarial"
     image_folder = "imagenet-a"
     subset = IMAGENET_A_INDICES
@@ -107,6 +114,8 @@ class ImageNetA(ImageNetVariant):
 
 @DATASET_REGISTRY.register()
 class ImageNetR(ImageNetVariant):
+    stem = "imagenet_r"
+    display_name = "ImageNet-R"
     folder = "imagenet-rendition"
     image_folder = "imagenet-r"
     subset = IMAGENET_R_INDICES

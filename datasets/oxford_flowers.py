@@ -13,6 +13,9 @@ from .matfiles import load_mat
 
 @DATASET_REGISTRY.register()
 class OxfordFlowers(SplitJsonDataset):
+    stem = "oxford_flowers"
+    display_name = "Flowers102"
+    template = "a photo of a {}, a type of flower."
     folder = "oxford_flowers"
     image_folder = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"

@@ -10,6 +10,8 @@ from .base import Datum, SplitJsonDataset, split_trainval
 
 @DATASET_REGISTRY.register()
 class OxfordPets(SplitJsonDataset):
+    stem = "oxford_pets"
+    template = "a photo of a {}, a type of pet."
     folder = "oxford_pets"
     image_folder = "images"
     split_file = "split_zhou_OxfordPets.json"

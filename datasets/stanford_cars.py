@@ -17,6 +17,7 @@ def year_first(name):
 
 @DATASET_REGISTRY.register()
 class StanfordCars(SplitJsonDataset):
+    stem = "stanford_cars"
     folder = "stanford_cars"
     split_file = "split_zhou_StanfordCars.json"
     paths_relative_to_dataset_dir = True

@@ -16,6 +16,7 @@ def sun_classname(class_path):
 
 @DATASET_REGISTRY.register()
 class SUN397(SplitJsonDataset):
+    stem = "sun397"
     folder = "sun397"
     image_folder = "SUN397"
     split_file = "split_zhou_SUN397.json"

@@ -16,6 +16,8 @@ def split_camel(action):
 
 @DATASET_REGISTRY.register()
 class UCF101(SplitJsonDataset):
+    stem = "ucf101"
+    template = "a photo of a person doing {}."
     folder = "ucf101"
     image_folder = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"

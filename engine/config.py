@@ -4,6 +4,8 @@ Merge order (as in CoOp/TaskRes `train.py`): defaults -> every trainer's `extend
 dataset yaml -> method yaml -> CLI flags -> trailing `KEY VALUE` opts. yacs gives the
 semantics the reference yaml files rely on: `ast.literal_eval` of string values
 (`1e-5` -> float, `(224, 224)` -> tuple), an error on unknown keys and on type mismatches.
+This project's own yaml files may start from another one with `_BASE_` (load_yaml); a file
+whose name starts with `_` in a method's config folder is such a base, not a config to run.
 """
 import difflib
 import os
@@ -15,6 +17,43 @@ from .errors import ConfigError
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+BASE_KEY = "_BASE_"
+
+
+def load_yaml(path, _chain=()):
+    """The mapping in a yaml file, on top of its `_BASE_` chain (as in detectron2): a top-level
+    `_BASE_: other.yaml` (relative to the including file) is loaded first, and the file's own
+    values replace the base's, key by key through nested mappings. Only this project's files use
+    `_BASE_` (yacs' own merge_from_file does not follow it); reference yaml files have none and
+    load as yacs loads them."""
+    path = os.path.abspath(path)
+    chain = _chain + (path,)
+    if path in _chain:
+        raise ConfigError(f"{BASE_KEY} cycle: {' -> '.join(chain[chain.index(path):])}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY} must be the path of one yaml file, got {base!r}")
+    base_path = os.path.join(os.path.dirname(path), os.path.expanduser(base))
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"{path}: {BASE_KEY} file not found: {base} (looked for {os.path.normpath(base_path)})")
+    return _merge_mappings(load_yaml(base_path, chain), data)
+
+
+def _merge_mappings(base, override):
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def get_cfg_default():
@@ -220,7 +259,7 @@ def merge_file(cfg, path, what):
             where = "" if os.path.isabs(path) else f" (relative paths are read from the current folder, {os.getcwd()})"
             raise ConfigError(f"{what} not found: {path}{where}")
     try:
-        cfg.merge_from_file(path)
+        cfg.merge_from_other_cfg(CN(load_yaml(path)))
     except (KeyError, AssertionError, ValueError) as e:
         raise ConfigError(f"Cannot merge {what} {path}: {_yacs_reason(e, cfg)}") from None
     except yaml.YAMLError as e:

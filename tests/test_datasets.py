@@ -536,3 +536,31 @@ def test_read_image(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="Cannot read"):
         read_image(tmp_path / "bad.jpg")
+
+
+def test_dataset_modules_import_no_cycle():
+    """No module of the package imports (at any depth, lazily or not) a module that imports it back."""
+    import ast
+
+    folder = os.path.dirname(datasets.__file__)
+    names = {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py"}
+    graph = {}
+    for name in names:
+        with open(os.path.join(folder, name + ".py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1 or module.startswith("datasets"):
+                    tail = module.split(".")[-1] if module not in ("", "datasets") else ""
+                    deps.update([tail] if tail else [a.name for a in node.names])
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("datasets."))
+        graph[name] = deps & names
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, seen + (d,))) for d in graph[start])
+
+    assert graph["base"] >= {"fewshot", "records"}
+    assert [n for n in sorted(names) if reaches(n, n)] == []

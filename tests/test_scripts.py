@@ -318,13 +318,13 @@ def test_expected_config_files_exist():
 @pytest.mark.parametrize("path", all_yaml(), ids=lambda p: os.path.relpath(p, REPO))
 def test_yaml_merges_into_defaults(path):
     import trainers  # noqa: F401  (registers every trainer)
-    from engine.config import check_inert_keys, get_cfg_default
+    from engine.config import check_inert_keys, get_cfg_default, merge_file
     from engine.registry import TRAINER_REGISTRY
 
     cfg = get_cfg_default()
     for _, trainer in TRAINER_REGISTRY.items():
         trainer.extend_cfg(cfg)
-    cfg.merge_from_file(path)
+    merge_file(cfg, path, "config file")
     check_inert_keys(cfg)
 
 

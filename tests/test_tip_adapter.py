@@ -317,7 +317,7 @@ REFERENCE = {  # the Tip-Adapter repository's configs: search_scale, init_alpha,
 @pytest.mark.parametrize("method", ["TipAdapter", "TipAdapterF"])
 def test_recipes_hold_the_reference_settings(method):
     import trainers  # noqa: F401
-    from engine.config import get_cfg_default
+    from engine.config import get_cfg_default, merge_file
     from engine.recipes import recipe
     from engine.registry import TRAINER_REGISTRY
 
@@ -328,7 +328,7 @@ def test_recipes_hold_the_reference_settings(method):
         for shots in (1, 16):
             r = recipe(method, stem, shots)
             assert r.config == f"configs/trainers/{method}/{stem}.yaml"
-        cfg.merge_from_file(r.config)
+        merge_file(cfg, r.config, "config file")
         tip = cfg.TRAINER.TIP
         assert tuple(tip.SEARCH_SCALE) == scale and tuple(tip.SEARCH_STEP) == (200, 20)
         assert (tip.INIT_BETA, tip.INIT_ALPHA, tip.AUGMENT_EPOCH) == (1.0, alpha, 10)

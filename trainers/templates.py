@@ -1,23 +1,13 @@
-"""Prompt templates used by the reference TaskRes / CoOp code: one custom template per dataset,
-and the 7 ImageNet templates selected by CLIP's authors."""
+"""Prompt templates used by the reference TaskRes / CoOp code: one custom template per dataset
+(the dataset class's `template`, see datasets/catalog.py), and the 7 ImageNet templates selected
+by CLIP's authors."""
+from datasets import DatasetBase, all_info, info
+from engine.registry import DATASET_REGISTRY
 
-CUSTOM_TEMPLATES = {
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "DescribableTextures": "{} texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
-    "Food101": "a photo of {}, a type of food.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
-}
+# DATASET.NAME -> template of the datasets registered when this module is imported; kept for
+# code that reads the table (custom_template also sees datasets registered later).
+CUSTOM_TEMPLATES = {i.name: i.template for i in all_info()}
+GENERIC_TEMPLATE = DatasetBase.template  # CLIP's generic prompt
 
 # Entries 73, 7, 44, 69, 35, 67, 64 of CLIP's 80 ImageNet templates. A tuple, so that no caller
 # can grow it in place (the reference appends to the shared list and drifts on repeated calls).
@@ -33,5 +23,5 @@ IMAGENET_TEMPLATES_SELECT = (
 
 
 def custom_template(dataset_name):
-    # Datasets outside the reference table fall back to CLIP's generic prompt.
-    return CUSTOM_TEMPLATES.get(dataset_name, "a photo of a {}.")
+    # By DATASET.NAME only; datasets outside the registry fall back to CLIP's generic prompt.
+    return info(dataset_name).template if dataset_name in DATASET_REGISTRY else GENERIC_TEMPLATE
