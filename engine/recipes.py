@@ -42,15 +42,10 @@ class Recipe:
 
 
 def dataset_stem(name):
-    """configs/datasets stem for a stem or a DATASET.NAME."""
-    folder = os.path.join(REPO, "configs", "datasets")
-    if os.path.isfile(os.path.join(folder, f"{name}.yaml")):
-        return name
-    for fname in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, fname), encoding="utf-8") as f:
-            if ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME") == name:
-                return os.path.splitext(fname)[0]
-    return name
+    """configs/datasets stem for a stem or a DATASET.NAME (the dataset class's `stem`)."""
+    from datasets.catalog import stem_of
+
+    return stem_of(name)
 
 
 def runnable_configs(folder):
