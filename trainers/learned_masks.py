@@ -33,6 +33,8 @@ def with_learned_masks(base, name, module):
         return model
 
     doc = f"{base.__name__} on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS)."
-    cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "__doc__": doc,
-                               "__module__": module})
+    # MASK is MaskTuning's node: these two keys are all of it that the masked encoder depends on.
+    nodes = base.config_nodes + ("MASK.INIT_MASKS", "MASK.THRESHOLD")
+    cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "config_nodes": nodes,
+                               "__doc__": doc, "__module__": module})
     return TRAINER_REGISTRY.register(cls)
