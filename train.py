@@ -16,7 +16,7 @@ import traceback
 import torch
 
 from engine import checkpoint
-from engine.config import get_cfg_default, merge_file, merge_opts
+from engine.config import get_cfg_all_trainers, merge_file, merge_opts
 from engine.errors import UserError
 from engine.io import tee_stdout
 from engine.registry import TRAINER_REGISTRY
@@ -121,9 +121,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_cfg_default()
-    for _, trainer in TRAINER_REGISTRY.items():
-        trainer.extend_cfg(cfg)
+    cfg = get_cfg_all_trainers()
     merge_file(cfg, args.dataset_config_file, "dataset config file")
     merge_file(cfg, args.config_file, "config file")
     if args.root:
@@ -181,7 +179,7 @@ def run(args, models=None):
         torch.backends.cuda.matmul.allow_tf32 = bool(cfg.TRAIN.ALLOW_TF32)
         torch.backends.cudnn.allow_tf32 = bool(cfg.TRAIN.ALLOW_TF32)
     with run_lock(cfg.OUTPUT_DIR):
-        check_fingerprint(cfg, eval_only=args.eval_only, overwrite=args.overwrite)
+        check_fingerprint(cfg, trainer_cls, eval_only=args.eval_only, overwrite=args.overwrite)
         with tee_stdout(cfg.OUTPUT_DIR) as log_path:
             try:
                 return build_and_run(args, cfg, trainer_cls, models)

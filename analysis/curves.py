@@ -57,9 +57,11 @@ def variant_labels(runs, label):
         keys = set()
         if clash:
             all_keys = set().union(*configs.values()) - _GRID_KEYS
-            keys = {k for k in all_keys if len({repr(c.get(k)) for c in configs.values()}) > 1}
+            # A key some records lack is not a difference: older records hold every method's
+            # keys, newer ones only their method's, and a key added later is at its default.
+            keys = {k for k in all_keys if len({repr(c[k]) for c in configs.values() if k in c}) > 1}
         for run in group:
-            extra = ", ".join(f"{k}={configs[run.path].get(k)}" for k in sorted(keys))
+            extra = ", ".join(f"{k}={configs[run.path][k]}" for k in sorted(keys) if k in configs[run.path])
             out[run.path] = f"{name} [{extra}]" if extra else name
     return out
 

@@ -14,6 +14,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .errors import ConfigError
+from .registry import TRAINER_REGISTRY
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -199,6 +200,16 @@ def get_cfg_default():
     c.TRAINER = CN()
     c.TRAINER.NAME = ""
     return c
+
+
+def get_cfg_all_trainers():
+    """The defaults with every registered trainer's nodes, as the reference train.py builds them:
+    the method may be named by a yaml file or a KEY VALUE override, so its keys must exist before
+    it is known. A run records only its own (engine.record.recorded_config)."""
+    cfg = get_cfg_default()
+    for _, trainer in TRAINER_REGISTRY.items():
+        trainer.extend_cfg(cfg)
+    return cfg
 
 
 # Dassl default keys that nothing in this framework reads (semi-supervised, domain-adaptation

@@ -1,6 +1,7 @@
 """What a run's results.json records besides its metrics: timings per phase, peak memory,
-library versions and the full frozen config, as plain JSON values."""
+library versions and the frozen config of the run's method, as plain JSON values."""
 import contextlib
+import functools
 import platform
 import resource
 import sys
@@ -9,6 +10,8 @@ from importlib import metadata
 
 import torch
 import yaml
+
+from .config import get_cfg_default
 
 
 class PhaseTimer:
@@ -50,9 +53,49 @@ def versions():
     return out
 
 
-def config_dict(cfg):
-    """The frozen config as nested plain dicts (tuples become lists)."""
-    return yaml.safe_load(cfg.dump())
+def config_dict(cfg, trainer=None):
+    """The frozen config as nested plain dicts (tuples become lists); with `trainer` (a Trainer
+    class), only the keys a run of it records (recorded_config)."""
+    if trainer is None:
+        return yaml.safe_load(cfg.dump())
+    tree = {}
+    for key, value in recorded_config(cfg, trainer).items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def recorded_config(cfg, trainer):
+    """{"OPTIM.LR": 0.002, ...}: the keys of `cfg` a run of `trainer` records and compares: the
+    common ones, those its extend_cfg adds (MaskTuning's top-level MASK included) and those of
+    the `config_nodes` it reads but does not add, less its `ignored_keys`. Other methods' nodes,
+    which every run carries so that any yaml file loads, are left out: a key added to one method
+    then changes no record of another."""
+    own = _own_keys(trainer)
+    keys = set(own)
+    flat = flatten(config_dict(cfg))
+    for name in trainer.config_nodes:
+        path = f"TRAINER.{name}" if name.split(".")[0] in cfg.TRAINER else name
+        # A node its own extend_cfg adds holds what it reads (TIP without Tip-Adapter-F's keys).
+        if not any(_under(k, path) for k in own):
+            keys.update(k for k in flat if _under(k, path))
+    keys.difference_update(trainer.ignored_keys)
+    return {k: v for k, v in flat.items() if k in keys}
+
+
+def _under(key, path):
+    return key == path or key.startswith(path + ".")
+
+
+@functools.lru_cache(maxsize=None)
+def _own_keys(trainer):
+    """The default keys and those the trainer's extend_cfg adds to them."""
+    cfg = get_cfg_default()
+    trainer.extend_cfg(cfg)
+    return frozenset(flatten(config_dict(cfg)))
 
 
 # Config keys that never change what a run computes (where files live, logging, worker counts).

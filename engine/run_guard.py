@@ -2,9 +2,12 @@
 
 A rerun into an existing folder resumes (or, when finished, re-reports) what is there, which is
 only right when the config is the same. `OUTPUT_DIR/run_config.json` holds the effective config
-of the run that made the folder; a rerun with different values stops with the differing keys
-(`--overwrite` discards the old run; a new --output-dir keeps both). Keys that do not change
-results (engine.record.RESULT_NEUTRAL_KEYS) are left out of the comparison.
+of the run that made the folder, the method's keys only (engine.record.recorded_config); a rerun
+with different values stops with the differing keys (`--overwrite` discards the old run; a new
+--output-dir keeps both). Keys that do not change results (engine.record.RESULT_NEUTRAL_KEYS)
+are left out. A key the record lacks (a later release added it) compares as its default, and a
+recorded key that no longer exists (a release removed it) is noted, so that neither blocks
+resuming a run.
 
 The lock is an advisory `flock` on `OUTPUT_DIR/.run.lock`, held while the run lives: the kernel
 drops it when the process dies, however it dies, so a lock left by a killed run is simply taken
@@ -18,9 +21,10 @@ import shutil
 import socket
 import time
 
+from .config import get_cfg_all_trainers
 from .errors import UserError
 from .io import save_json
-from .record import RESULT_NEUTRAL_KEYS, config_dict, flatten
+from .record import RESULT_NEUTRAL_KEYS, config_dict, flatten, recorded_config
 
 FINGERPRINT_FILE = "run_config.json"
 LOCK_FILE = ".run.lock"
@@ -28,17 +32,17 @@ class RunLockedError(UserError):
     """Another live process is writing this run folder."""
 
 
-def fingerprint(cfg, eval_only=False):
-    values = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in RESULT_NEUTRAL_KEYS}
+def fingerprint(cfg, trainer, eval_only=False):
+    values = {k: v for k, v in recorded_config(cfg, trainer).items() if k not in RESULT_NEUTRAL_KEYS}
     values["<eval-only>"] = bool(eval_only)
     return values
 
 
-def check_fingerprint(cfg, eval_only=False, overwrite=False):
+def check_fingerprint(cfg, trainer, eval_only=False, overwrite=False):
     """Record the config of a new run folder, or compare it with the one recorded there."""
     folder = cfg.OUTPUT_DIR
     path = os.path.join(folder, FINGERPRINT_FILE)
-    current = fingerprint(cfg, eval_only)
+    current = fingerprint(cfg, trainer, eval_only)
     if os.path.isfile(path) and not overwrite:
         try:
             with open(path, encoding="utf-8") as f:
@@ -46,12 +50,18 @@ def check_fingerprint(cfg, eval_only=False, overwrite=False):
         except (OSError, ValueError):
             stored = None
         if isinstance(stored, dict) and stored != current:
-            keys = sorted(set(stored) | set(current), key=str)
-            diff = [f"{k}: {stored.get(k, '<unset>')!r} there, {current.get(k, '<unset>')!r} now"
-                    for k in keys if stored.get(k, "<unset>") != current.get(k, "<unset>")]
-            raise UserError(
-                f"{folder} holds a run made with another config ({'; '.join(diff)}). Rerunning into it "
-                "would report or resume that run. Use a new --output-dir, or pass --overwrite to discard it.")
+            defaults = fingerprint(get_cfg_all_trainers(), trainer)
+            there = {k: stored[k] if k in stored else defaults.get(k, "<unset>") for k in current}
+            diff = [f"{k}: {there[k]!r} there{'' if k in stored else ' (default)'}, {current[k]!r} now"
+                    for k in sorted(current) if there[k] != current[k]]
+            # Keys of other methods or ignored ones (older records hold them) are not compared.
+            gone = sorted(set(stored) - set(flatten(config_dict(cfg))) - set(current))
+            if gone:
+                print(f"Note: {path} records keys this version no longer has; not compared: {', '.join(gone)}")
+            if diff:
+                raise UserError(
+                    f"{folder} holds a run made with another config ({'; '.join(diff)}). Rerunning into it "
+                    "would report or resume that run. Use a new --output-dir, or pass --overwrite to discard it.")
     if overwrite and os.path.isdir(folder):
         discard_run(folder)
     os.makedirs(folder, exist_ok=True)

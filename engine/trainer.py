@@ -20,6 +20,12 @@ Class attributes a method may set:
     cfg_node            name of its TRAINER.<X> node; its PREC (fp16 / fp32 / amp) is applied
                         here: fp16 = half encoders on CUDA, amp = autocast + GradScaler around
                         every step, fp32 = fp32 encoders; trainable parameters stay fp32
+    config_nodes        the config it reads beyond the common keys and what its extend_cfg adds:
+                        TRAINER.<X> nodes by name ("COOP"), other nodes or keys by path
+                        ("MASK.INIT_MASKS"); default (cfg_node,). The three are all a run
+                        records (run_config.json, results.json) and compares on a rerun
+    ignored_keys        keys it has only so that reference yaml files load, e.g.
+                        "TRAINER.TaskRes.N_CTX": neither recorded nor compared
     consumes            "features" (default) or "pixels"
     closed_form         True: `fit()` replaces the epoch loop
     ignored_load_keys   state-dict keys a checkpoint may lack or carry without error (CoOp
@@ -88,9 +94,18 @@ class AverageMeter:
         return self.sum / max(self.count, 1)
 
 
+class _OwnNode:
+    """`Trainer.config_nodes` unless a method sets it: its own TRAINER.<cfg_node>."""
+
+    def __get__(self, obj, owner):
+        return (owner.cfg_node,) if owner.cfg_node else ()
+
+
 class Trainer(Checkpointing, MethodFacts):
     consumes = "features"  # or "pixels"
     cfg_node = None  # TRAINER.<cfg_node>.PREC is the method's precision
+    config_nodes = _OwnNode()
+    ignored_keys = ()
     closed_form = False
     # Precision of the frozen image encoder on CUDA with PREC fp16 when
     # FEATURES.IMAGE_ENCODER_PREC is "" (TaskRes casts its image encoder to fp32).
@@ -439,7 +454,7 @@ class Trainer(Checkpointing, MethodFacts):
         return next(iter(results.values()))
 
     def write_results(self, split):
-        """results.json: the metrics, the run's identity, and the run record (full config,
+        """results.json: the metrics, the run's identity, and the run record (method's config,
         method extras, timings, encoder throughput, peak memory, library versions)."""
         cfg = self.cfg
         out = dict(self.evaluator.summary)
@@ -457,5 +472,5 @@ class Trainer(Checkpointing, MethodFacts):
         out["encoder"] = self.source.stats() if hasattr(self.source, "stats") else {}
         out["peak_memory_mb"] = record.peak_memory_mb(self.device)
         out["versions"] = record.versions()
-        out["config"] = record.config_dict(cfg)
+        out["config"] = record.config_dict(cfg, type(self))
         save_json(out, os.path.join(self.output_dir, "results.json"))

@@ -10,8 +10,9 @@ import pytest
 
 import train
 from engine.errors import UserError
+from engine.record import config_dict, flatten
 from engine.run_guard import LOCK_FILE, run_lock
-from runs import run_killed
+from runs import results, run_killed
 from synthetic.layouts import write_eurosat
 
 RECIPE = "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml"
@@ -53,6 +54,85 @@ def test_rerun_with_another_config_stops_and_overwrite_discards(data_root, tiny_
     stored = json.load(open(os.path.join(out, "run_config.json")))
     assert stored["OPTIM.LR"] == 0.01
     assert json.load(open(os.path.join(out, "results.json")))["config"]["OPTIM"]["LR"] == 0.01
+
+
+def edit_record(out, drop=(), add=None):
+    path = os.path.join(out, "run_config.json")
+    stored = json.load(open(path))
+    for key in drop:
+        del stored[key]
+    stored.update(add or {})
+    with open(path, "w") as f:
+        json.dump(stored, f)
+
+
+def test_a_record_without_a_later_key_resumes_as_the_uninterrupted_run(data_root, tiny_clip_path, tmp_path,
+                                                                         monkeypatch, capsys):
+    import torch
+
+    epochs = ("OPTIM.MAX_EPOCH", 3)
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    assert train.main(args(data_root, full, tiny_clip_path, *epochs)) == 0
+    # The run records TaskRes's keys and the common ones, not the other methods' nor the ignored ones.
+    for config in (json.load(open(os.path.join(full, "run_config.json"))),
+                   flatten(json.load(open(os.path.join(full, "results.json")))["config"])):
+        nodes = {k.rsplit(".", 1)[0] for k in config if k.startswith("TRAINER.")}
+        assert nodes == {"TRAINER", "TRAINER.TaskRes"} and not any(k.startswith("MASK.") for k in config)
+        assert "TRAINER.TaskRes.RESIDUAL_SCALE" in config and "TRAINER.TaskRes.N_CTX" not in config
+
+    run_killed(args(data_root, part, tiny_clip_path, *epochs), 2, monkeypatch)
+    # As an older release left it: before MLP_REDUCTION existed, with every method's keys and
+    # with a key this release no longer has.
+    edit_record(part, drop=["TRAINER.TaskRes.MLP_REDUCTION"],
+                add={"TRAINER.COOP.N_CTX": 16, "TRAINER.TaskRes.N_CTX": 16, "TRAINER.TaskRes.OLD_KEY": 1})
+    capsys.readouterr()
+    assert train.main(args(data_root, part, tiny_clip_path, *epochs)) == 0
+    printed = capsys.readouterr().out
+    assert "will resume training" in printed
+    note = next(ln for ln in printed.splitlines() if ln.startswith("Note:") and "no longer has" in ln)
+    assert note.endswith(": TRAINER.TaskRes.OLD_KEY")
+    a = torch.load(os.path.join(full, "prompt_learner", "model.pth.tar-3"), weights_only=True)
+    b = torch.load(os.path.join(part, "prompt_learner", "model.pth.tar-3"), weights_only=True)
+    assert torch.equal(a["state_dict"]["text_feature_residuals"], b["state_dict"]["text_feature_residuals"])
+    assert results(full)["accuracy"] == results(part)["accuracy"]
+
+
+def test_an_unrecorded_key_blocks_only_when_off_its_default_and_ignored_keys_never(data_root, tiny_clip_path,
+                                                                                 tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert train.main(args(data_root, out, tiny_clip_path)) == 0
+    first = results(out)
+    edit_record(out, drop=["TRAINER.TaskRes.MLP_REDUCTION"])
+    capsys.readouterr()
+    assert train.main(args(data_root, out, tiny_clip_path, "TRAINER.TaskRes.MLP_REDUCTION", 8)) == 2
+    assert "TRAINER.TaskRes.MLP_REDUCTION: 4 there (default), 8 now" in capsys.readouterr().err
+    # TaskRes has CoOp's prompt keys only so that reference configs load.
+    assert train.main(args(data_root, out, tiny_clip_path, "TRAINER.TaskRes.N_CTX", 4,
+                           "TRAINER.TaskRes.CLASS_TOKEN_POSITION", "front")) == 0
+    assert results(out)["accuracy"] == first["accuracy"]
+
+
+def test_each_method_records_the_nodes_it_reads():
+    from engine.record import recorded_config
+    from engine.registry import TRAINER_REGISTRY
+
+    def recorded(name):
+        cfg = train.setup_cfg(train.parse_args(["--trainer", name]))
+        return recorded_config(cfg, TRAINER_REGISTRY.get(name)), cfg
+
+    ramt, cfg = recorded("CoOp_RAMT")
+    every = flatten(config_dict(cfg))
+    assert {"TRAINER.COOP.N_CTX", "MASK.INIT_MASKS", "MASK.THRESHOLD"} <= set(ramt)
+    assert not {"MASK.GDR", "TRAINER.TaskRes.PREC", "TRAINER.MaskTuning.PREC"} & set(ramt)
+    combo, _ = recorded("CoOpMaskTuning")
+    assert {"TRAINER.COOP.N_CTX", "MASK.GDR", "TRAINER.MaskTuning.PREC", "TRAINER.CoOpMaskTuning.PROMPT_LR"} \
+        <= set(combo)
+    tip, _ = recorded("TipAdapter")
+    assert "TRAINER.TIP.INIT_ALPHA" in tip and "TRAINER.TIP.EPOCH_SELECTION" not in tip  # Tip-Adapter-F's
+    base, _ = recorded("TaskResEnhancedBase")
+    assert "TRAINER.TaskRes.PREC" in base and "TRAINER.TaskRes.RESIDUAL_SCALE" not in base
+    for name, trainer in TRAINER_REGISTRY.items():
+        assert set(trainer.ignored_keys) <= set(every), name
 
 
 def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(data_root, tiny_clip_path, tmp_path, capsys):

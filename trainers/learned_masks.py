@@ -38,8 +38,10 @@ def with_learned_masks(base, name, module):
         return model
 
     doc = f"{base.__name__} on the image encoder masked by a MaskTuning run (MASK.INIT_MASKS)."
-    # Its recipe is the base method's: the same configs, on the masked encoder.
-    cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "__doc__": doc,
-                               "__module__": module, "config_folder": base.config_folder or base.__name__,
-                               "needs": base.needs + (MASKS,)})
+    # Its recipe is the base method's: the same configs, on the masked encoder. MASK is
+    # MaskTuning's node: these two keys are all of it that the masked encoder depends on.
+    nodes = base.config_nodes + ("MASK.INIT_MASKS", "MASK.THRESHOLD")
+    cls = type(name, (base,), {"check_cfg": check_cfg, "load_clip": load_clip, "config_nodes": nodes,
+                               "__doc__": doc, "__module__": module,
+                               "config_folder": base.config_folder or base.__name__, "needs": base.needs + (MASKS,)})
     return TRAINER_REGISTRY.register(cls)

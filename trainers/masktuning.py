@@ -123,6 +123,7 @@ def mask_gradients(logits, scores, c_ce, c_kl=None, batched=True, extra=()):
 class MaskTuning(Trainer):
     consumes = "pixels"
     cfg_node = "MaskTuning"
+    ignored_keys = ("MASK.MOMENTUM",)
     reference_image_encoder_prec = "fp16"  # only under PREC fp16 (the original runs fp32)
 
     @classmethod

@@ -120,6 +120,8 @@ class TaskResLearner(nn.Module):
 @TRAINER_REGISTRY.register()
 class TaskRes(Trainer):
     cfg_node = "TaskRes"
+    # CoOp's keys, in its node only so that reference configs load.
+    ignored_keys = tuple(f"TRAINER.TaskRes.{k}" for k in ("N_CTX", "CSC", "CTX_INIT", "CLASS_TOKEN_POSITION"))
     reference_image_encoder_prec = "fp32"
     # Base-to-new: classes never trained on keep their base row with a zero residual.
     per_class_keys = ("base_text_features", "text_feature_residuals")

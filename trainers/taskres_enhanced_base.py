@@ -33,6 +33,7 @@ STRONG_BASE_FILE = "strong_base.pth.tar"
 @TRAINER_REGISTRY.register()
 class TaskResEnhancedBase(Trainer):
     cfg_node = "TaskRes"
+    config_nodes = ("TaskRes.PREC",)  # the rest of the node is the residual's
     reference_image_encoder_prec = "fp32"
     produces = "enhanced_base"  # for TaskRes's --enhanced-base; not a result of its own
     product_file = STRONG_BASE_FILE
