@@ -1,5 +1,4 @@
 """`_BASE_` in yaml files merged by engine.config.merge_file: a file starts from another one."""
-import glob
 import os
 
 import pytest
@@ -70,16 +69,10 @@ def test_an_unknown_key_in_a_base_is_reported(tmp_path):
 
 
 def test_files_without_base_load_as_yacs_loads_them():
-    import trainers  # noqa: F401  (registers every trainer)
-    from engine.registry import TRAINER_REGISTRY
+    from engine.config import get_cfg_all_trainers as defaults
+    from engine.recipes import CONFIGS, runnable_configs
 
-    def defaults():
-        cfg = get_cfg_default()
-        for _, trainer in TRAINER_REGISTRY.items():
-            trainer.extend_cfg(cfg)
-        return cfg
-
-    paths = glob.glob(os.path.join(REPO, "configs", "trainers", "*", "*.yaml"))
+    paths = [os.path.join(CONFIGS, m, f) for m in os.listdir(CONFIGS) for f in runnable_configs(os.path.join(CONFIGS, m))]
     plain = [p for p in paths if "_BASE_" not in open(p).read()]
     assert len(plain) > 20
     for path in plain:
