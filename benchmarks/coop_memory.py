@@ -66,7 +66,7 @@ def measure(variant, n_classes, device, steps, threads):
 
     import clip
     from trainers.coop import PromptLearner
-    from trainers.prompt_text import PromptTextEncoder
+    from trainers.common.prompt_text import PromptTextEncoder
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@
 
 Both compute the GDR gradient of every mask score for the same batch, masks and uniform draws:
 
-  ours    one encoder with masks attached (trainers/masks.py); the teacher = the same encoder
+  ours    one encoder with masks attached (trainers/common/masks.py); the teacher = the same encoder
           with masks off, under no_grad; ONE student forward; the CE and KL gradients as one
           batched backward pass over two stacked logit cotangents ("ours-2vjp": two backward
           passes over the retained graph instead). "ours (store teacher)": MASK.TEACHER store,
@@ -38,7 +38,7 @@ from torch.nn.utils import parametrize
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainers.masks import MaskSet, gdr_gradient  # noqa: E402
+from trainers.common.masks import MaskSet, gdr_gradient  # noqa: E402
 from trainers.masktuning import kl_soft_target, logit_cotangents, mask_gradients  # noqa: E402
 
 

@@ -14,7 +14,7 @@ import clip
 from engine.recipes import recipe
 from runs import results, run
 from trainers.cocoop import CoCoOp, CoCoOpPromptLearner
-from trainers.prompt_text import PromptTextEncoder
+from trainers.common.prompt_text import PromptTextEncoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG_NAME = "vit_b16_c4_ep10_batch1_ctxv1"

@@ -13,7 +13,7 @@ import train
 from engine.recipes import recipe
 from runs import results, run
 from trainers.coop import PromptLearner
-from trainers.prompt_text import PromptTextEncoder
+from trainers.common.prompt_text import PromptTextEncoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = "configs/trainers/CoOp/rn50.yaml"
@@ -119,7 +119,7 @@ def test_fast_text_paths_equal_reference(text_encoder, position, csc):
 
 def test_chunks_hold_one_chunk_of_activations(text_encoder, monkeypatch):
     """With TEXT_CHUNK, the encoder runs once per chunk under activation checkpointing."""
-    import trainers.prompt_text as pt
+    import trainers.common.prompt_text as pt
 
     learner = PromptLearner(text_encoder, NAMES * 5, n_ctx=4)
     encoder = PromptTextEncoder(text_encoder, learner.tokenized_prompts, True, True, 8)

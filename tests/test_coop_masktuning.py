@@ -11,7 +11,7 @@ from engine.checkpoint import set_random_seed
 from runs import results, run
 from test_masktuning import images, mask_some
 from trainers.coop_masktuning import CoOpMaskTuning
-from trainers.masks import gdr_gradient
+from trainers.common.masks import gdr_gradient
 from trainers.masktuning import kl_soft_target
 
 CFG = "configs/trainers/CoOpMaskTuning/vit_b16.yaml"

@@ -14,7 +14,7 @@ import train
 from engine.checkpoint import set_random_seed
 from runs import results, run
 from synthetic.layouts import write_eurosat
-from trainers.masks import (MaskSet, fold_masks, gdr_gradient, gdr_keep, mask_targets, pack_mask,
+from trainers.common.masks import (MaskSet, fold_masks, gdr_gradient, gdr_keep, mask_targets, pack_mask,
                             unpack_mask)
 from trainers.masktuning import (MaskTuning, kl_soft_target, logit_cotangents, mask_classnames,
                                  mask_gradients)

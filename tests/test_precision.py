@@ -71,7 +71,7 @@ def test_overflow_skips_the_step_under_the_scaler_and_raises_without():
 def test_gdr_on_unscaled_gradients_equals_gdr_on_scaled_ones():
     """Mask tuning's rule once ran on the scaled gradients (eps scaled too): with a power-of-two
     scale, unscaling first gives the same bits."""
-    from trainers.masks import gdr_keep
+    from trainers.common.masks import gdr_keep
 
     torch.manual_seed(0)
     g, kl = torch.randn(1000) * 1e-3, torch.randn(1000) * 1e-3

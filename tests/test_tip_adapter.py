@@ -9,7 +9,7 @@ import torch
 
 import train
 from runs import results, run_direct as run, run_killed
-from trainers.tip_cache import (TipCache, build_cache, remap_value_columns, search_grid, search_hp,
+from trainers.common.tip_cache import (TipCache, build_cache, remap_value_columns, search_grid, search_hp,
                                 tip_logits)
 
 TIP = "configs/trainers/TipAdapter/eurosat.yaml"

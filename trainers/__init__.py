@@ -2,7 +2,8 @@
 
 Every module in this folder is imported, so a trainer file copied here (ours, or one written
 for Dassl, see docs/dassl_compat.md) is available to `train.py --trainer NAME` without edits.
-Modules whose name starts with `_` are skipped.
+Modules whose name starts with `_` are skipped. What several methods share is in `common/`
+(`text.py` and `templates.py` here keep the import paths method files use).
 """
 import importlib
 import pkgutil

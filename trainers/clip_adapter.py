@@ -26,8 +26,8 @@ from engine.errors import ConfigError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .templates import custom_template
-from .text import encode_prompts
+from .common.templates import custom_template
+from .common.text import encode_prompts
 
 
 class Adapter(nn.Module):

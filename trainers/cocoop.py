@@ -10,7 +10,7 @@ words (n_ctx = their number). The class token is always at the end.
 
 The reference runs the text encoder once per image in a Python loop, each time over all classes.
 Here a batch's B x K prompts go through the text encoder together (the same numbers, tested
-against the loop), with the savings of trainers/prompt_text.py: the SOS and context positions
+against the loop), with the savings of trainers/common/prompt_text.py: the SOS and context positions
 are run once per image (not once per class and image), only up to the longest EOT position,
 and in chunks of at most TEXT_CHUNK prompts with activation checkpointing during training.
 TEXT_TRUNCATE False, TEXT_SHARED_PREFIX False, TEXT_CHUNK 0 give the reference computation.
@@ -32,7 +32,7 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .coop import add_node, check_text_keys, class_prompts, context_init
-from .prompt_text import PromptTextEncoder
+from .common.prompt_text import PromptTextEncoder
 
 # TRAINER.COCOOP: the reference keys plus the text-path keys (see trainers/coop.py).
 COCOOP_DEFAULTS = (

@@ -21,7 +21,7 @@ lets a context trained on ImageNet be evaluated on its variants and on other dat
 
 Differences from the reference, each a config key with the reference value reachable:
 - TEXT_TRUNCATE / TEXT_SHARED_PREFIX / TEXT_CHUNK: exact savings in the text encoder (same
-  features up to float rounding; see trainers/prompt_text.py). The reference computation is
+  features up to float rounding; see trainers/common/prompt_text.py). The reference computation is
   TEXT_TRUNCATE False, TEXT_SHARED_PREFIX False, TEXT_CHUNK 0.
 Behaviour that differs without a key, because the reference cannot do it:
 - the reference re-runs the text encoder over all classes for every test batch; here the text
@@ -43,7 +43,7 @@ from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .prompt_text import PromptTextEncoder
+from .common.prompt_text import PromptTextEncoder
 
 POSITIONS = ("end", "middle", "front")
 

@@ -42,8 +42,8 @@ from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .templates import custom_template
-from .text import encode_prompts
+from .common.templates import custom_template
+from .common.text import encode_prompts
 
 C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 SOLVERS = ("scipy", "torch")

@@ -7,7 +7,7 @@ W are replaced by W * 1[m > MASK.THRESHOLD]: the patch embedding and every atten
 in/out-projection of a ViT ("AMT", MASK.MASK_MLP False), also the MLPs with MASK.MASK_MLP True
 ("R-MT"); every convolution and the attention-pool projections of a ResNet (BatchNorm stays in
 eval mode). Scores m start at MASK.SCALE (1e-2) > threshold (5e-3), so training starts from
-zero-shot CLIP exactly; a straight-through estimator trains them (trainers/masks.py). The masks
+zero-shot CLIP exactly; a straight-through estimator trains them (trainers/common/masks.py). The masks
 live on this run's private copy of CLIP; switching them off gives the zero-shot teacher from the
 same weights. logits = exp(logit_scale) * cos(f(x), T).
 
@@ -50,7 +50,7 @@ it is meaningful):
 Combinations (the paper's CoOp + R-AMT and Tip-Adapter + R-AMT; no code for them in the
 original): trainers/coop_ramt.py, tip_adapter_ramt.py and tip_adapter_f_ramt.py run those
 methods unchanged on a private CLIP whose image encoder has the masks of MASK.INIT_MASKS folded
-in (trainers/learned_masks.py).
+in (trainers/common/learned_masks.py).
 """
 import torch
 import torch.nn.functional as F
@@ -65,9 +65,9 @@ from engine.features import CachedSource, ViewBatch
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .masks import MaskSet, gdr_keep, masks_from_state, read_mask_checkpoint
-from .templates import custom_template
-from .text import encode_prompts
+from .common.masks import MaskSet, gdr_keep, masks_from_state, read_mask_checkpoint
+from .common.templates import custom_template
+from .common.text import encode_prompts
 
 MODEL_NAME = "shared"  # the original's model name: OUTPUT_DIR/shared/model.pth.tar-<epoch>
 

@@ -25,8 +25,8 @@ from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .templates import IMAGENET_TEMPLATES_SELECT, custom_template
-from .text import encode_prompts
+from .common.templates import IMAGENET_TEMPLATES_SELECT, custom_template
+from .common.text import encode_prompts
 
 
 def base_templates(dataset_name):

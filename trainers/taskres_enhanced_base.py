@@ -25,7 +25,7 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .taskres import base_templates
-from .text import encode_prompts
+from .common.text import encode_prompts
 
 STRONG_BASE_FILE = "strong_base.pth.tar"
 

@@ -4,7 +4,7 @@
 
 with keys the L2-normalised mean of TRAINER.TIP.AUGMENT_EPOCH (10) augmented views of each
 few-shot training image, values their one-hot labels, W the zero-shot text classifier (the math
-and the reference facts are in trainers/tip_cache.py). `fit()` builds the cache and searches
+and the reference facts are in trainers/common/tip_cache.py). `fit()` builds the cache and searches
 (beta, alpha) on the grid TRAINER.TIP.SEARCH_SCALE / SEARCH_STEP; nothing is trained.
 
 Deviations from the reference, each a key (reference value in brackets):
@@ -28,7 +28,7 @@ from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .tip_cache import (TipCache, build_cache, count_correct, remap_value_columns, search_grid, search_hp,
+from .common.tip_cache import (TipCache, build_cache, count_correct, remap_value_columns, search_grid, search_hp,
                         text_classifier, tip_templates)
 
 SEARCH_SPLITS = ("val", "test")

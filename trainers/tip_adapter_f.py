@@ -1,6 +1,6 @@
 """Tip-Adapter-F (Zhang et al., ECCV 2022): Tip-Adapter whose cache keys are fine-tuned.
 
-The keys start as Tip-Adapter's cache keys (trainers/tip_cache.py) and are the only trained
+The keys start as Tip-Adapter's cache keys (trainers/common/tip_cache.py) and are the only trained
 parameters: values, the text classifier and CLIP stay fixed, and during training the logits use
 TRAINER.TIP.INIT_BETA / INIT_ALPHA. The reference trains with AdamW (lr 1e-3, eps 1e-4, weight
 decay 0.01), a cosine schedule stepped after every batch down to 0 over all epochs' batches,
@@ -32,7 +32,7 @@ from engine.optim import build_optimizer
 from engine.registry import TRAINER_REGISTRY
 
 from .tip_adapter import TipAdapter
-from .tip_cache import count_correct
+from .common.tip_cache import count_correct
 
 EPOCH_SELECTIONS = ("val", "test", "last")
 BEST_FILE = "model-best.pth.tar"

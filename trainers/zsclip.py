@@ -10,8 +10,8 @@ import clip
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .templates import IMAGENET_TEMPLATES_SELECT, custom_template
-from .text import encode_prompts
+from .common.templates import IMAGENET_TEMPLATES_SELECT, custom_template
+from .common.text import encode_prompts
 
 
 class _ZeroshotBase(Trainer):
