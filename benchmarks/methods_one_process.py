@@ -19,7 +19,7 @@ of training images; reported against the same grid online"):
      an empty feature store (FEATURES.CACHE_DIR under the work folder), the methods one after
      the other as scripts/all_methods.sh orders its sweeps, each (shots, seed) run through
      `train.run(args, models=cache)` with the recipe sweep.py --recipe gives it
-     (configs/recipes.yaml): ZeroshotCLIP (configs/trainers/ZeroshotCLIP/rn50.yaml, --eval-only,
+     (each method's recipe in configs/trainers/<Name>/): ZeroshotCLIP (configs/trainers/ZeroshotCLIP/rn50.yaml, --eval-only,
      ONE run: it has no shots and no seed, as in scripts/all_methods.sh), then LinearProbe, CoOp,
      CLIP_Adapter, TipAdapter, TipAdapterF, TaskRes at shots 1 2 4 8 16 x seeds 1 2 3 (15 runs
      each, 91 runs in all). T is the wall time from the first run's start to the last run's end
