@@ -30,7 +30,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
-from parse_test_res import TEST_END_SIGNAL, find_log, parse_log
+from .logs import TEST_END_SIGNAL, find_log, parse_log
 
 # configs/datasets/<stem>.yaml -> DATASET.NAME
 DATASET_NAMES = {
