@@ -29,34 +29,18 @@ whose only log is log.txt and which has no results.json:
   * the exit status is 1 when nothing could be parsed, 2 when DIRECTORY is not a folder.
 """
 import argparse
-import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List
 
 import numpy as np
 
-LOG_NAME = "log.txt"
-RESULTS_JSON = "results.json"
-TRAIN_END_SIGNAL = "Finish training"
-TEST_END_SIGNAL = "=> result"
-_TIMESTAMPED_LOG = re.compile(r"^log\.txt-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
+from analysis.logs import (LOG_NAME, RESULTS_JSON, TEST_END_SIGNAL, TRAIN_END_SIGNAL, RunResult,  # noqa: F401
+                           RunSkipped, end_signal, find_log, parse_log, parse_run)
+
 _SEED_DIR = re.compile(r"^seed\d+$")
-
-
-class RunSkipped(Exception):
-    """A run folder that has no usable result; the message says why."""
-
-
-@dataclass
-class RunResult:
-    run_dir: str
-    source: str  # the file the value was taken from (the log or results.json)
-    value: float
-    log: str
-    notes: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,112 +62,8 @@ def listdir_nohidden(path, sort=True):
     return sorted(names) if sort else names
 
 
-def end_signal(test_log=False):
-    return TEST_END_SIGNAL if test_log else TRAIN_END_SIGNAL
-
-
 def compute_ci95(values):
     return 1.96 * np.std(values) / np.sqrt(len(values))
-
-
-def find_log(run_dir):
-    """The newest log of a run folder, or None.
-
-    The logger writes log.txt, and `log.txt-YYYY-MM-DD-HH-MM-SS` only when log.txt already exists,
-    so any timestamped log is newer than log.txt, and the names of timestamped logs sort in time
-    order.
-    """
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return None
-    stamped = sorted(n for n in names if _TIMESTAMPED_LOG.match(n) and os.path.isfile(os.path.join(run_dir, n)))
-    if stamped:
-        return os.path.join(run_dir, stamped[-1])
-    path = os.path.join(run_dir, LOG_NAME)
-    return path if os.path.isfile(path) else None
-
-
-def metric_regex(keyword):
-    return re.compile(r"\* {}: ([\.\deE+-]+)%".format(re.escape(keyword)))
-
-
-def parse_log(path, keyword="accuracy", signal=TRAIN_END_SIGNAL):
-    """Return (value, text) of the last `* keyword: X%` line after the end signal, or (None, None)."""
-    regex = metric_regex(keyword)
-    seen_signal = False
-    found = (None, None)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line == signal:
-                seen_signal = True
-            if not seen_signal:
-                continue
-            match = regex.search(line)
-            if match:
-                try:
-                    found = (float(match.group(1)), match.group(1))
-                except ValueError:
-                    continue
-    return found
-
-
-def _printed_tolerance(text):
-    """Half a unit of the last digit printed in `text` (how far the unrounded value can be)."""
-    mantissa, _, exponent = text.lower().partition("e")
-    decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
-    scale = 10.0 ** int(exponent) if exponent.lstrip("+-").isdigit() else 1.0
-    return 0.5 * 10.0 ** (-decimals) * scale + 1e-9
-
-
-def read_results_json(run_dir, keyword):
-    """Return (value or None, note or None) from run_dir/results.json."""
-    path = os.path.join(run_dir, RESULTS_JSON)
-    if not os.path.isfile(path):
-        return None, None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        return None, f"cannot read {path} ({e}); using the log value"
-    value = data.get(keyword) if isinstance(data, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, None
-    return float(value), None
-
-
-def parse_run(run_dir, keyword="accuracy", test_log=False, from_log=False):
-    """Parse one run folder; raise RunSkipped with the reason when it has no result.
-
-    The newest log decides whether the run has a result (the end signal followed by a
-    `* keyword:` line). If it does and results.json agrees with it to the printed precision,
-    the full-precision value from results.json is returned. A results.json that disagrees is
-    taken to be left over from another run and ignored (with a note).
-    """
-    signal = end_signal(test_log)
-    log = find_log(run_dir)
-    if log is None:
-        raise RunSkipped(f"no {LOG_NAME}")
-    value, text = parse_log(log, keyword, signal)
-    if value is None:
-        raise RunSkipped(f'no "* {keyword}:" result after "{signal}" in {os.path.basename(log)}')
-    result = RunResult(run_dir=run_dir, source=log, value=value, log=log)
-    if from_log:
-        return result
-    precise, note = read_results_json(run_dir, keyword)
-    if note:
-        result.notes.append(note)
-    if precise is None:
-        return result
-    if abs(precise - value) <= _printed_tolerance(text):
-        result.value = precise
-        result.source = os.path.join(run_dir, RESULTS_JSON)
-    else:
-        result.notes.append(
-            f"{os.path.join(run_dir, RESULTS_JSON)} says {keyword} {precise:g}% but "
-            f"{os.path.basename(log)} says {text}%; using the log (results.json is from another run)")
-    return result
 
 
 def collect(directory, keyword="accuracy", test_log=False, ci95=False, from_log=False):

@@ -20,7 +20,7 @@ import os
 import sys
 
 from engine.errors import UserError
-from engine.study.spec import load_study, require_root
+from studies.spec import load_study, require_root
 
 BACKENDS = ("local", "gpus", "slurm")
 
@@ -79,7 +79,7 @@ def _n(x):
 
 
 def cmd_plan(study, args):
-    from engine.study.plan import plan_study
+    from studies.plan import plan_study
 
     runs, groups = plan_study(study, estimate=not args.nominal)
     stages = 1 + max((g.stage for g in groups), default=0)
@@ -117,9 +117,9 @@ def cmd_plan(study, args):
 
 
 def cmd_run(study, args):
-    from engine.study import backends
-    from engine.study.plan import plan_study
-    from engine.study.state import run_states
+    from studies import backends
+    from studies.plan import plan_study
+    from studies.state import run_states
 
     require_root(study)
     runs, groups = plan_study(study)
@@ -144,8 +144,8 @@ def cmd_run(study, args):
 
 
 def cmd_status(study, args):
-    from engine.study.plan import plan_study
-    from engine.study.state import format_status
+    from studies.plan import plan_study
+    from studies.state import format_status
 
     _, groups = plan_study(study)
     text, totals = format_status(study, groups, show_failed=args.failed)
@@ -156,8 +156,8 @@ def cmd_status(study, args):
 def cmd_table(study, args):
     from analysis.output import write_csv
     from engine.io import save_text
-    from engine.study.plan import plan_study
-    from engine.study.table import CSV_FIELDS, study_table
+    from studies.plan import plan_study
+    from analysis.study_table import CSV_FIELDS, study_table
 
     runs, _ = plan_study(study)
     text, rows, finished, expected = study_table(study, runs)

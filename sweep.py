@@ -1,38 +1,62 @@
 """Run a grid of runs for one dataset and backbone in one process, for any trainer.
 
     python sweep.py --shots 1 2 4 8 16 --seeds 1 2 3 --recipe \\
-        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
-        --output-dir output/eurosat/TaskRes FEATURES.MODE cached
+        --root DATA --trainer METHOD --dataset-config-file configs/datasets/eurosat.yaml \\
+        --output-dir output/eurosat/METHOD FEATURES.MODE cached
 
     python sweep.py --shots 1 2 --seeds 1 2 --set OPTIM.LR=1e-3,2e-3 --set OPTIM.MAX_EPOCH=10,20 \\
-        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
-        --config-file configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml --output-dir output/lr
+        --root DATA --trainer METHOD --dataset-config-file configs/datasets/eurosat.yaml \\
+        --config-file configs/trainers/METHOD/CONFIG.yaml --output-dir output/lr
 
 Every run writes its own folder, log.txt, checkpoint and results.json exactly as `train.py`
 would; the CLIP models (one per backbone and precision), the text classifiers and (in
 FEATURES.MODE cached) the image features are loaded or computed once and shared read-only.
 
-Grid axes: --shots, --seeds, --set KEY=v1,v2,... (any config key, repeatable), --alphas
-(TaskRes's residual scale) and --recipe (the trainer's table in configs/recipes.yaml: the
+Grid axes: --shots, --seeds, --set KEY=v1,v2,... (any config key, repeatable), the sweep axes
+the methods declare (`python -m engine.describe METHOD`: each axis a flag such as --alphas,
+taking values of one config key) and --recipe (the method's recipe in its config folder: the
 config file and overrides per dataset and shot count; --paper-recipe is the same).
-Run folders: <output-dir>/<cfg>_<K>shots[/base_<regular|enhanced>_alpha<A>][/<set tag>]/seed<S>
-(the TaskRes scripts' layout; the set tag joins KEYvalue for each --set key, e.g. LR0.001), or
-an --output-dir template with {cfg} {shots} {seed} {alpha} {trainer} {set} placeholders.
+Run folders: <output-dir>/<cfg>_<K>shots[/<variant>][/<set tag>]/seed<S> (the reference
+scripts' layout, engine/layout.py: the variant is the method's, naming its axis values; the set
+tag joins KEYvalue for each --set key, e.g. LR0.001), or an --output-dir template with {cfg}
+{shots} {seed} {trainer} {set} and one {<axis>} placeholder per axis (e.g. {alpha}).
 Finished runs (results.json) are skipped; unfinished ones resume. A failing run is reported and
 the others go on.
 """
 import argparse
 import itertools
-import os
 import sys
 import time
 import traceback
 
 import train
+from engine import layout
+from engine.config import merge_opts
+from engine.describe import MethodFacts, method
 from engine.errors import UserError
 from engine.models import ModelCache
 from engine.recipes import RecipeError, dataset_stem, recipe
+from engine.registry import TRAINER_REGISTRY
 from engine.run_guard import RunLockedError
+
+set_tag = layout.set_tag
+
+
+def method_axes():
+    """The sweep axes of every registered method, one per flag."""
+    axes = {}
+    for _, trainer in TRAINER_REGISTRY.items():
+        for axis in trainer.axes:
+            axes.setdefault(_flag(axis), axis)
+    return axes
+
+
+def _flag(axis):
+    return axis.flag or f"--{axis.name}s"
+
+
+def _dest(flag):
+    return "axis_" + flag.lstrip("-").replace("-", "_")
 
 
 def build_parser():
@@ -43,10 +67,12 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
                    help="a config key and its values (repeatable; every combination runs)")
-    p.add_argument("--alphas", type=float, nargs="+", help="TaskRes RESIDUAL_SCALE values")
+    for flag, axis in method_axes().items():
+        p.add_argument(flag, dest=_dest(flag), nargs="+", metavar=flag.lstrip("-").upper(),
+                       help=axis.help or f"{axis.key} values")
     p.add_argument("--recipe", "--paper-recipe", dest="recipe", action="store_true",
-                   help="the trainer's recipe table (configs/recipes.yaml): config file and overrides per "
-                        "dataset and shot count; --alphas, --set and trailing overrides still win")
+                   help="the trainer's recipe (its config folder): config file and overrides per "
+                        "dataset and shot count; axis flags, --set and trailing overrides still win")
     return p
 
 
@@ -61,74 +87,86 @@ def parse_sets(items):
     return out
 
 
-def _short(key):
-    return key.rsplit(".", 1)[-1]
+def _config_value(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
-def set_tag(combo):
-    return "_".join(f"{_short(k)}{v}" for k, v in combo)
+def _axis_values(sweep, axis, cfg0, recipe_value):
+    """The values of one axis, typed as its config key's default: the flag's, else the recipe's,
+    else the config's."""
+    default = _config_value(cfg0, axis.key)
+    texts = getattr(sweep, _dest(_flag(axis)), None)
+    if not texts:
+        texts = [recipe_value] if recipe_value is not None else [default]
+    try:
+        return [type(default)(v) for v in texts]
+    except (TypeError, ValueError):
+        raise UserError(f"{_flag(axis)} takes {type(default).__name__} values; got {' '.join(map(str, texts))}") from None
 
 
 def plan(sweep, base):
     """(run folder, train.py argv) for each grid point."""
     cfg0 = train.setup_cfg(base)
     trainer = cfg0.TRAINER.NAME
+    cls = method(trainer) if trainer else MethodFacts  # train.py reports the missing trainer
     dataset = dataset_stem(cfg0.DATASET.NAME) if cfg0.DATASET.NAME else ""
-    is_taskres = trainer == "TaskRes"
     sets = parse_sets(sweep.sets)
     combos = list(itertools.product(*[[(k, v) for v in values] for k, values in sets])) or [()]
     runs = []
     for shots in sweep.shots:
-        config, opts = base.config_file, []
-        alphas = sweep.alphas
+        config, opts, recipe_opts = base.config_file, [], {}
         if sweep.recipe:
             try:
                 r = recipe(trainer, dataset, shots)
             except RecipeError as e:
                 raise UserError(str(e)) from None
             config = r.config
-            recipe_alpha = r.opts.pop("TRAINER.TaskRes.RESIDUAL_SCALE", None) if is_taskres else None
+            # An axis is always named in the folder, so its recipe value becomes the axis value.
+            recipe_opts = {a.key: r.opts.pop(a.key) for a in cls.axes if a.key in r.opts}
             opts = r.opts_list()
-            if recipe_alpha is not None and not alphas:
-                alphas = [float(recipe_alpha)]
         if not config:
             raise UserError("pass --config-file (or --recipe for a trainer with a recipe table)")
-        if is_taskres and not alphas:
-            alphas = [float(cfg0.TRAINER.TaskRes.RESIDUAL_SCALE)]
-        cfg_name = os.path.splitext(os.path.basename(config))[0]
-        for alpha in (alphas if is_taskres else [None]):
+        values = [_axis_values(sweep, a, cfg0, recipe_opts.get(a.key)) for a in cls.axes]
+        cfg_name = layout.config_name(config)
+        for point in itertools.product(*values):
+            axis_opts = [t for a, v in zip(cls.axes, point) for t in (a.key, str(v))]
+            variant = _variant(cls, cfg0, axis_opts)
+            fields = {a.name: v for a, v in zip(cls.axes, point)}
             for combo in combos:
                 for seed in sweep.seeds:
-                    out = run_dir(base, trainer, cfg_name, shots, seed, alpha, combo)
+                    out = run_dir(base, trainer, cfg_name, shots, seed, fields, combo, variant)
                     argv = list(base.argv) + ["--config-file", config, "--seed", str(seed), "--output-dir", out]
                     # yacs keeps the last value: the recipe's overrides, then the user's own,
-                    # then the grid's values.
+                    # then the grid's values, then the axes'.
                     argv += opts + list(base.opts) + ["DATASET.NUM_SHOTS", str(shots)]
                     for key, value in combo:
                         argv += [key, value]
-                    if alpha is not None:
-                        argv += ["TRAINER.TaskRes.RESIDUAL_SCALE", str(alpha)]
-                    runs.append((out, argv))
+                    runs.append((out, argv + axis_opts))
     return runs
 
 
-def run_dir(base, trainer, cfg_name, shots, seed, alpha, combo=()):
+def _variant(cls, cfg0, axis_opts):
+    """The method's folder part for these axis values."""
+    cfg = cfg0.clone()
+    cfg.defrost()
+    merge_opts(cfg, axis_opts)
+    return cls.run_variant(cfg)
+
+
+def run_dir(base, trainer, cfg_name, shots, seed, axes=None, combo=(), variant=""):
+    """The run folder: the --output-dir template filled, or the layout under --output-dir."""
     root = base.output_dir or "output"
     tag = set_tag(combo)
-    fields = dict(cfg=cfg_name, shots=shots, seed=seed, alpha=alpha, trainer=trainer, set=tag)
     if "{" in root:
-        try:
-            return root.format(**fields)
-        except KeyError as e:
-            raise UserError(f"--output-dir template uses an unknown placeholder {e}; "
-                            f"known: {', '.join('{' + k + '}' for k in fields)}") from None
-    parts = [root, f"{cfg_name}_{shots}shots"]
-    if alpha is not None:
-        kind = "regular" if base.enhanced_base == "none" else "enhanced"
-        parts.append(f"base_{kind}_alpha{alpha}")
-    if tag:
-        parts.append(tag)
-    return os.path.join(*parts, f"seed{seed}")
+        fields = dict(cfg=cfg_name, shots=shots, seed=seed)
+        fields.update({a.name: None for a in method_axes().values()})
+        fields.update(axes or {})
+        fields.update(trainer=trainer, set=tag)
+        return layout.fill_template(root, fields, "--output-dir template")
+    return layout.run_folder(root, cfg_name, shots, seed, variant, tag)
 
 
 def main(argv=None):
@@ -147,7 +185,7 @@ def main(argv=None):
     models = ModelCache()  # owned by this sweep; dropped when it ends
     failed, start = [], time.time()
     for i, (out, run_argv) in enumerate(runs, 1):
-        if os.path.isfile(os.path.join(out, "results.json")):
+        if layout.finished(out):
             print(f"[{i}/{len(runs)}] {out}: finished, skipped")
             continue
         print(f"[{i}/{len(runs)}] {out}")

@@ -31,7 +31,7 @@ import torch
 from datasets import all_info
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
-from parse_test_res import TEST_END_SIGNAL, find_log, parse_log
+from .logs import TEST_END_SIGNAL, find_log, parse_log
 
 # The papers' order of datasets, which figures and tables follow; other datasets come after, by stem.
 PAPER_ORDER = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",

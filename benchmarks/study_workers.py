@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 
 
 def write_data(root, datasets, per_class):
-    from engine.study.plan import dataset_class_name
+    from studies.plan import dataset_class_name
     from synthetic.layouts import write_dataset
 
     for stem in datasets:

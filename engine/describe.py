@@ -43,11 +43,19 @@ class MethodFacts:
     produces = ""  # the product its runs make for another method ("" = a result; a producer is no table row)
     product_file = ""  # the file in a producer's run folder that holds the product
     config_folder = ""  # its folder under configs/trainers/ ("" = the registered name)
+    # {fact: regex with one group}: log lines naming the facts of run_variant, for runs that
+    # wrote no results.json (the reference code's)
+    variant_log = {}
 
     @classmethod
     def run_variant(cls, cfg):
         """The run-folder part between `<cfg>_<K>shots` and `seed<S>` for this config ("" = none)."""
         return ""
+
+    @classmethod
+    def variant_facts(cls, part):
+        """{fact: text} read back from a run-folder part that run_variant wrote ({} = not one)."""
+        return {}
 
     @classmethod
     def table_label(cls, extras):

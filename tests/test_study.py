@@ -16,10 +16,10 @@ import yaml
 
 import study
 from engine.recipes import recipe
-from engine.study import load_study, plan_study
-from engine.study.plan import save_group
-from engine.study.spec import StudyError
-from engine.study.worker import STATUS
+from studies import load_study, plan_study
+from studies.plan import save_group
+from studies.spec import StudyError
+from studies.worker import STATUS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -350,7 +350,7 @@ def test_killed_worker_resumes_to_the_uninterrupted_result(data_root, tiny_clip_
     _, groups = plan_study(load_study(killed))
     run = groups[0].runs[0]
     save_group(groups[0], str(tmp_path / "group.json"))
-    proc = subprocess.Popen([sys.executable, "-m", "engine.study.worker", str(tmp_path / "group.json")], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "studies.worker", str(tmp_path / "group.json")], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_snapshot(run.out, proc.poll)
     proc.send_signal(signal.SIGKILL)  # in the epoch after the first snapshot
@@ -402,7 +402,7 @@ def test_slurm_preempted_job_is_requeued_and_resumes(data_root, tiny_clip_path, 
     submitit = pytest.importorskip("submitit")
     from submitit.local.local import LocalJobEnvironment
 
-    from engine.study.slurm_job import GroupJob
+    from studies.slurm_job import GroupJob
 
     common = dict(root=data_root, seeds=[1], opts=opts(tiny_clip_path, str(tmp_path / "cache"), epochs=6,
                                                           mode="online"))

@@ -13,6 +13,7 @@ loaded whatever the precision.
 """
 import os
 import pickle
+import re
 
 import torch
 import torch.nn as nn
@@ -58,6 +59,8 @@ def _base_kind(enhanced_base):
     return "regular" if str(enhanced_base).lower() == "none" else "enhanced"
 
 
+# run_variant's folder part, read back by the tables for runs without results.json
+_VARIANT_DIR = re.compile(r"^base_(?P<base>regular|enhanced)_alpha(?P<alpha>[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)$")
 VARIANTS = ("text", "image", "image_text", "adapted", "adapter")
 
 
@@ -134,6 +137,13 @@ class TaskRes(Trainer):
         every alpha of one setting sit side by side."""
         node = cfg.TRAINER.TaskRes
         return f"base_{_base_kind(node.ENHANCED_BASE)}_alpha{float(node.RESIDUAL_SCALE)}"
+
+    variant_log = {"alpha": r"^>> DCT scale factor:\s+([0-9.eE+-]+)", "base": r"^>> Use (regular|enhanced) base!"}
+
+    @classmethod
+    def variant_facts(cls, part):
+        match = _VARIANT_DIR.match(part)
+        return match.groupdict() if match else {}
 
     @classmethod
     def table_label(cls, extras):

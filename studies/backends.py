@@ -171,7 +171,7 @@ def visible_devices():
 
 
 def with_repo(pythonpath):
-    """PYTHONPATH with the repository first, so worker processes import engine.study."""
+    """PYTHONPATH with the repository first, so worker processes import studies."""
     parts = [p for p in pythonpath.split(os.pathsep) if p and p != REPO]
     return os.pathsep.join([REPO] + parts)
 
@@ -208,7 +208,7 @@ def run_gpus(study, groups, devices=None):
             log.write(f"\n===== {datetime.datetime.now().isoformat(timespec='seconds')} group {g.id} on "
                       f"device {devices[slot]} =====\n")
             log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "engine.study.worker", path], stdout=log,
+            proc = subprocess.Popen([sys.executable, "-m", "studies.worker", path], stdout=log,
                                     stderr=subprocess.STDOUT, env=worker_env(devices[slot], len(devices)))
             log.close()
             slot_of[g.id], procs[g.id] = slot, proc
@@ -287,7 +287,7 @@ def run_slurm(study, groups, cluster=None, detach=False):
     if "max_requeues" in study.slurm:
         kwargs["slurm_max_num_timeout"] = int(study.slurm["max_requeues"])
     executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster, **kwargs)
-    # Jobs run `python -m submitit.core._submit` from this folder; they import engine.study from REPO.
+    # Jobs run `python -m submitit.core._submit` from this folder; they import studies from REPO.
     os.environ["PYTHONPATH"] = with_repo(os.environ.get("PYTHONPATH", ""))
     jobs_file = os.path.join(study.state_dir, "jobs.json")
     print(f"[study] submitit executor: {executor.cluster}; job folders under {folder}", flush=True)

@@ -11,12 +11,19 @@
     opts: {FEATURES.MODE: cached}      # overrides for every run
     grid: {OPTIM.LR: [1e-3, 2e-3]}     # extra keys: every combination runs
     methods:
-      - TaskRes                        # a recipe table of configs/recipes.yaml
-      - {name: CoOp-CSC, trainer: CoOp, recipe: CoOp, opts: {TRAINER.COOP.CSC: True}}
-      - {name: ZS, trainer: ZeroshotCLIP2, config: configs/trainers/ZeroshotCLIP/rn50.yaml,
+      - METHOD                         # a registered method, run with its recipe
+      - {name: METHOD-CSC, trainer: METHOD, recipe: METHOD, opts: {TRAINER.X.CSC: True}}
+      - {name: ZS, trainer: ZEROSHOT_METHOD, config: configs/trainers/ZEROSHOT_METHOD/rn50.yaml,
          eval_only: true, shots: [0], seeds: null}
+      - {name: M*, trainer: METHOD, enhanced_base: produce}   # a need (engine.describe): produce | PATH
     targets: [imagenetv2, imagenet_sketch]   # dg: evaluated with the source-trained models
     slurm: {timeout_min: 240, gpus_per_node: 1, groups: {imagenet: {timeout_min: 1440}}}
+
+A method's keys include one per product its trainer needs (`python -m engine.describe METHOD`:
+needs), set to none, a path template ({dataset} {dataset_name} {tag} {shots} {strong_base}), or
+`produce`: the product is made by a run of its producer method, with the producer's recipe or
+the config file `enhance_config` names. An evaluation-only method (engine.describe) is run with
+--eval-only unless `eval_only` says otherwise.
 
 Relative `root`, `output` and `strong_base` are relative to the folder `study.py` runs in (as
 for the shell scripts); config files are relative to the repository root.
@@ -28,17 +35,17 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from engine.errors import UserError
+from engine.describe import method as registered_method
 from engine.describe import methods as registered_methods
+from engine.errors import UserError
 from engine.recipes import REPO
 
 PROTOCOLS = ("few-shot", "base-to-new", "dg")
 STUDY_KEYS = ("name", "protocol", "root", "output", "strong_base", "datasets", "shots", "seeds", "backbones",
               "opts", "grid", "methods", "targets", "slurm", "description")
 METHOD_KEYS = ("name", "trainer", "recipe", "config", "opts", "grid", "shots", "seeds", "eval_only",
-               "enhanced_base", "enhance_config", "folder", "dg_config")
+               "enhance_config", "folder", "dg_config")  # and each registered need's name
 SLURM_OWN_KEYS = ("groups", "array_parallelism", "max_requeues", "cluster")
-DEFAULT_ENHANCE_CONFIG = "configs/trainers/TaskResEnhancedBase/adam_lr1e-4_B256_ep50.yaml"
 DEFAULT_SHOTS = {"few-shot": [1, 2, 4, 8, 16], "base-to-new": [16], "dg": [16]}
 
 
@@ -50,15 +57,15 @@ class StudyError(UserError):
 class Method:
     name: str
     trainer: str
-    recipe: str = ""  # a configs/recipes.yaml table, or "" with an explicit config
+    recipe: str = ""  # the registered method whose recipe (its config folder) is used, or "" with a config
     config: str = ""
     opts: Dict[str, str] = field(default_factory=dict)
     grid: Dict[str, List[str]] = field(default_factory=dict)
     shots: Optional[List[int]] = None  # None: the study's
     seeds: Optional[List[Optional[int]]] = None
     eval_only: bool = False
-    enhanced_base: str = "none"  # none | produce | a path template
-    enhance_config: str = DEFAULT_ENHANCE_CONFIG
+    needs: Dict[str, str] = field(default_factory=dict)  # need name -> none | produce | a path template
+    enhance_config: str = ""  # the producers' config file ("" = the producer's recipe)
     folder: str = ""  # run folder template; "" = the default layout
     dg_config: str = ""
 
@@ -157,41 +164,58 @@ def repo_path(path):
     return os.path.join(REPO, path)
 
 
+def need_names():
+    """{need name: [methods taking it]} over the registered methods."""
+    names = {}
+    for name in registered_methods():
+        for need in registered_method(name).needs:
+            names.setdefault(need.name, []).append(name)
+    return names
+
+
 def _method(entry, i, tables):
     where = f"methods[{i}]"
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry and "trainer" not in entry:
-        raise StudyError(f"{where}: a method is a recipe table name or a mapping with name/trainer, got {entry!r}")
-    _unknown(entry, METHOD_KEYS, where)
+        raise StudyError(f"{where}: a method is a registered method's name or a mapping with name/trainer, "
+                         f"got {entry!r}")
+    takers = need_names()
+    _unknown(entry, METHOD_KEYS + tuple(takers), where)
     name = str(entry.get("name") or entry["trainer"])
     where = f"method {name!r}"
     trainer = str(entry.get("trainer") or name)
     config = str(entry.get("config") or "")
     recipe = str(entry.get("recipe") or "")
     if config and recipe:
-        raise StudyError(f"{where}: give either recipe (a configs/recipes.yaml table) or config, not both")
+        raise StudyError(f"{where}: give either recipe (a registered method's recipe) or config, not both")
     if not config and not recipe:
         if trainer in tables or name in tables:
             recipe = trainer if trainer in tables else name
         else:
-            raise StudyError(f"{where}: no recipe table named {trainer!r} in configs/recipes.yaml "
-                             f"(tables: {', '.join(sorted(tables))}); give recipe: TABLE or config: FILE")
+            raise StudyError(f"{where}: no recipe for {trainer!r}: it is not a registered method "
+                             f"(methods: {', '.join(sorted(tables))}); give recipe: METHOD or config: FILE")
     if recipe and recipe not in tables:
-        raise StudyError(f"{where}: no recipe table {recipe!r} in configs/recipes.yaml; "
-                         f"tables: {', '.join(sorted(tables))}")
+        raise StudyError(f"{where}: no recipe {recipe!r}: not a registered method; "
+                         f"methods: {', '.join(sorted(tables))}")
     if config and not os.path.isfile(repo_path(config)):
         raise StudyError(f"{where}: config file {config} not found")
-    enhanced = str(entry.get("enhanced_base", "none") or "none")
-    if enhanced != "none" and trainer != "TaskRes":
-        raise StudyError(f"{where}: enhanced_base is a TaskRes setting (trainer is {trainer})")
+    needs = {}
+    for need in takers:
+        value = str(entry.get(need, "none") or "none")
+        if value != "none" and trainer not in takers[need]:
+            raise StudyError(f"{where}: {need} is a setting of {', '.join(takers[need])} (trainer is {trainer})")
+        if value != "none":
+            needs[need] = value
+    eval_only = entry.get("eval_only")
+    if eval_only is None:
+        eval_only = trainer in tables and registered_method(trainer).evaluation_only
     return Method(
         name=name, trainer=trainer, recipe=recipe, config=config,
         opts=_opts(entry.get("opts"), where), grid=_grid(entry.get("grid"), where),
         shots=_list(entry["shots"], "shots", where, int) if "shots" in entry else None,
         seeds=(_list(entry["seeds"], "seeds", where, int, allow_none=True) if "seeds" in entry else None),
-        eval_only=bool(entry.get("eval_only", False)), enhanced_base=enhanced,
-        enhance_config=str(entry.get("enhance_config") or DEFAULT_ENHANCE_CONFIG),
+        eval_only=bool(eval_only), needs=needs, enhance_config=str(entry.get("enhance_config") or ""),
         folder=str(entry.get("folder") or ""), dg_config=str(entry.get("dg_config") or ""))
 
 

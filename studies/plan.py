@@ -3,24 +3,26 @@
 Every run is a `train.py` command line and a run folder. The folders follow the shell scripts,
 so a run finished by `train_regular.sh` is a finished run of a study and the other way round:
 
-    few-shot     <output>/<dataset>/<Trainer>/<cfg>_<K>shots[/base_<regular|enhanced>_alpha<A>][/<tag>]/seed<S>
+    few-shot     <output>/<dataset>/<Trainer>/<cfg>_<K>shots[/<variant>][/<tag>]/seed<S>
     zero-shot    <output>/<Trainer>/<cfg>/<dataset>                    (eval_only, shots 0, seeds null)
     base-to-new  <output>/base2new/train_base/<dataset>/shots_<K>/<Trainer>/<cfg>[/...]/seed<S>
                  and the new-class evaluation in .../test_new/... (CoCoOp's scripts)
     dg           the source's few-shot folders, evaluated into
-                 <output>/<target>/<Trainer>/<dg cfg or cfg_Kshots>[/base_..._alpha<A>][/<tag>]/seed<S>
-    enhanced base <output>/enhanced_base/<dataset>/<tag>_<K>shots, installed to
+                 <output>/<target>/<Trainer>/<dg cfg or cfg_Kshots>[/<variant>][/<tag>]/seed<S>
+    product      <output>/<need>/<dataset>/<tag>_<K>shots, installed to
                  <strong_base>/<DATASET.NAME>/<tag>_<K>shots/model.pth.tar (train_enhance.sh)
 
-`<cfg>` carries `-<backbone>` when a study backbone replaces the config's (main.sh's rule) and
-`<tag>` joins KEYvalue for each grid key (sweep.py's rule). A method's `folder` template replaces
-the layout of its training runs ({output} {dataset} {trainer} {method} {cfg} {shots} {seed}
-{variant} {tag} {base} {alpha} placeholders; empty path parts are dropped).
+(engine/layout.py). `<variant>` is the method's run_variant (its axis values and the products it
+takes); `<cfg>` carries `-<backbone>` when a study backbone replaces the config's (main.sh's
+rule) and `<tag>` joins KEYvalue for each grid key that is not an axis (sweep.py's rule). A
+method's `folder` template replaces the layout of its training runs ({output} {dataset}
+{trainer} {method} {cfg} {shots} {seed} {variant} {tag} placeholders, and one per variant fact
+and axis of the registered methods, e.g. {alpha}; empty path parts are dropped).
 
 Groups: runs that share (dataset, backbone, image transforms) form one group, executed by one
 worker in one process, so the group's images are encoded once (FEATURES.MODE cached) and its
 CLIP is loaded once. A run that needs another run (an evaluation needs its trained model, a
-TaskRes run on an enhanced base needs the base) comes after it in its group, or its group
+run taking another method's product needs the producing run) comes after it in its group, or its group
 waits for the other group (its stage is later).
 """
 import hashlib
@@ -32,13 +34,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 import train
+from engine import layout
+from engine.config import merge_opts
+from engine.describe import method as registered_method
+from engine.describe import methods as registered_methods
+from engine.errors import UserError
+from engine.layout import backbone_tag, base_tag, grid_tag  # noqa: F401  (the study's names for them)
 from engine.recipes import REPO, RecipeError, recipe
 
 from .spec import StudyError, _value, repo_path
-
-RESULTS = "results.json"
-TASKRES_ALPHA = "TRAINER.TaskRes.RESIDUAL_SCALE"
-STRONG_BASE_FILE = "strong_base.pth.tar"
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Run:
 
     @property
     def done_path(self):
-        return self.install[1] if self.install else os.path.join(self.out, RESULTS)
+        return self.install[1] if self.install else layout.results_path(self.out)
 
     def to_dict(self):
         return asdict(self)
@@ -91,42 +95,28 @@ class Group:
 # names
 
 
-def backbone_tag(name):
-    """main.sh's folder tag for a backbone override (ViT-B/16 -> ViT-B-16; a file -> its stem)."""
-    if os.path.isfile(name) or ("/" in name and "." in name):
-        name = os.path.splitext(os.path.basename(name))[0]
-    return re.sub(r"[^A-Za-z0-9._:+-]", "-", name).strip("-")
-
-
-def base_tag(name):
-    """enhance_base.sh's strong_base tag: lowercase without '/' and '-' (RN50 -> rn50); a
-    weights file is named by its stem."""
-    if os.path.isfile(name):
-        name = os.path.splitext(os.path.basename(name))[0]
-    return name.lower().replace("/", "").replace("-", "")
-
-
-def _short(key):
-    return key.rsplit(".", 1)[-1]
-
-
-def grid_tag(combo):
-    return "_".join(f"{_short(k)}{v}" for k, v in combo)
-
-
-def _join(*parts):
-    parts = [str(p) for p in parts if p not in ("", None)]
-    return os.path.join(*parts) if parts else ""
-
-
 def _template(text, fields, where):
     try:
-        path = text.format(**fields)
-    except (KeyError, IndexError) as e:
-        raise StudyError(f"{where}: folder template {text!r} uses an unknown placeholder {e}; known: "
-                         f"{', '.join('{' + k + '}' for k in fields)}") from None
-    parts = [p for p in path.replace("\\", "/").split("/") if p]
-    return ("/" if path.startswith("/") else "") + "/".join(parts)
+        return layout.fill_template(text, fields, f"{where}: folder template {text!r}", collapse=True)
+    except UserError as e:
+        raise StudyError(str(e)) from None
+
+
+def _config_value(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def placeholder_defaults():
+    """"" for every variant fact and axis of the registered methods (a template may name them)."""
+    fields = {}
+    for name in registered_methods():
+        cls = registered_method(name)
+        fields.update(dict.fromkeys(cls.variant_log, ""))
+        fields.update(dict.fromkeys((a.name for a in cls.axes), ""))
+    return fields
 
 
 def dataset_config(stem):
@@ -176,18 +166,23 @@ def _strip(argv, names):
 # expansion
 
 
+def _recipe_config(name, where, dataset, shots):
+    """(config path relative to the repo, {KEY: value}) of a registered method's recipe."""
+    try:
+        r = recipe(name, dataset, shots)
+    except RecipeError as e:
+        raise StudyError(str(e)) from None
+    if not os.path.isfile(repo_path(r.config)):
+        raise StudyError(f"{where}: the {name} recipe for {dataset} {shots}-shot names {r.config}, which does "
+                         f"not exist")
+    return r.config, {k: _value(v) for k, v in r.opts.items()}
+
+
 def _method_config(method, dataset, shots):
-    """(config path relative to the repo or absolute, {KEY: value}) from the recipe table or the
-    method's config."""
+    """(config path relative to the repo or absolute, {KEY: value}) from the method's recipe or
+    its config."""
     if method.recipe:
-        try:
-            r = recipe(method.recipe, dataset, shots)
-        except RecipeError as e:
-            raise StudyError(str(e)) from None
-        if not os.path.isfile(repo_path(r.config)):
-            raise StudyError(f"method {method.name!r}: the {method.recipe} recipe for {dataset} {shots}-shot "
-                             f"names {r.config}, which does not exist")
-        return r.config, {k: _value(v) for k, v in r.opts.items()}
+        return _recipe_config(method.recipe, f"method {method.name!r}", dataset, shots)
     return method.config, {}
 
 
@@ -240,57 +235,62 @@ class Planner:
 
     def expand_one(self, method, dataset, backbone, shots, seed, combo):
         s = self.study
+        cls = registered_method(method.trainer)
         config, recipe_opts = _method_config(method, dataset, shots)
         opts = dict(recipe_opts)
         opts.update(s.opts)
         opts.update(method.opts)
-        alpha_in_grid = any(k == TASKRES_ALPHA for k, _ in combo)
-        tag = grid_tag([(k, v) for k, v in combo if k != TASKRES_ALPHA])
+        axis_keys = {a.key for a in cls.axes}
+        tag = grid_tag([(k, v) for k, v in combo if k not in axis_keys])
         base_argv = self.common_argv(method, dataset, config, seed)
         cfg0 = self.cfgs.get(base_argv + _pairs(opts))
-        cfg_name = os.path.splitext(os.path.basename(config))[0]
+        cfg_name = layout.config_name(config)
         if backbone and backbone != cfg0.MODEL.BACKBONE.NAME:
             opts["MODEL.BACKBONE.NAME"] = backbone
             cfg_name = f"{cfg_name}-{backbone_tag(backbone)}"
         backbone_name = backbone or cfg0.MODEL.BACKBONE.NAME
-        extra = [(k, v) for k, v in combo]
-        is_taskres = method.trainer == "TaskRes"
-        alpha = base = None
-        flags = []
-        needs = []
-        if is_taskres:
-            alpha_value = dict(combo).get(TASKRES_ALPHA, opts.get(TASKRES_ALPHA))
-            if alpha_value is None:
-                alpha_value = cfg0.TRAINER.TaskRes.RESIDUAL_SCALE
-            alpha = str(float(alpha_value))
-            opts.pop(TASKRES_ALPHA, None)
-            extra = [(k, v) for k, v in extra if k != TASKRES_ALPHA] + [(TASKRES_ALPHA, alpha)]
-            base = "regular"
-            enhanced = "none"
-            if method.enhanced_base != "none":
-                base = "enhanced"
-                enhanced, producer = self.enhanced_base(method, dataset, backbone_name, shots)
+        # An axis always has a value, passed last and named in the folder (the method's variant);
+        # one from the grid names the table variant too (<axis><value>).
+        grid = dict(combo)
+        axis_values, grid_axes = [], []
+        for axis in cls.axes:
+            default = _config_value(cfg0, axis.key)
+            value = str(type(default)(grid.get(axis.key, opts.get(axis.key, default))))
+            opts.pop(axis.key, None)
+            axis_values.append((axis.key, value))
+            if axis.key in grid:
+                grid_axes.append(f"{axis.name}{value}")
+        extra = [(k, v) for k, v in combo if k not in axis_keys] + axis_values
+        flags, needs, need_opts = [], [], []
+        for need in cls.needs:
+            path = "none"
+            if method.needs.get(need.name, "none") != "none":
+                path, producer = self.product(method, need, dataset, backbone_name, shots)
                 if producer is not None:
                     needs.append(producer.out)
-            flags = ["--enhanced-base", enhanced]
+            flags += [need.flag, path]
+            need_opts += [need.key, path]
+        cfg = cfg0.clone()
+        cfg.defrost()
+        merge_opts(cfg, [t for kv in axis_values for t in kv] + need_opts)
+        run_variant = cls.run_variant(cfg)
         shot_opts = ["DATASET.NUM_SHOTS", str(shots)] if shots > 0 else []
-        variant = "/".join(p for p in (f"alpha{alpha}" if alpha_in_grid else "", tag) if p)
+        variant = "/".join(grid_axes + ([tag] if tag else []))
         fields = dict(output=s.output, dataset=dataset, trainer=method.trainer, method=method.name, cfg=cfg_name,
-                      shots=shots, seed="" if seed is None else seed, tag=tag, base=base or "",
-                      alpha=alpha or "",
-                      variant=_join(f"base_{base}_alpha{alpha}" if is_taskres else "", tag))
-        seed_part = "" if seed is None else f"seed{seed}"
+                      shots=shots, seed="" if seed is None else seed, tag=tag)
+        fields.update(placeholder_defaults())
+        fields.update({a.name: v for a, (_, v) in zip(cls.axes, axis_values)})
+        fields.update(cls.variant_facts(run_variant) if run_variant else {})
+        fields["variant"] = layout.join(run_variant, tag)
         if method.folder:
-            out = _template(method.folder, fields, f"method {method.name!r}")
-            out = os.path.abspath(out)
+            out = os.path.abspath(_template(method.folder, fields, f"method {method.name!r}"))
         elif s.protocol == "base-to-new":
-            out = _join(s.output, "base2new", "train_base", dataset, f"shots_{shots}", method.trainer, cfg_name,
-                        fields["variant"], seed_part)
+            out = layout.base_to_new_folder(s.output, dataset, shots, method.trainer, cfg_name, run_variant, tag, seed)
         elif method.eval_only:
-            out = _join(s.output, method.trainer, cfg_name + (f"_{shots}shots" if shots > 0 else ""), dataset,
-                        fields["variant"], seed_part)
+            out = layout.evaluation_folder(s.output, method.trainer, cfg_name, shots, dataset, run_variant, tag, seed)
         else:
-            out = _join(s.output, dataset, method.trainer, f"{cfg_name}_{shots}shots", fields["variant"], seed_part)
+            out = layout.run_folder(os.path.join(s.output, dataset, method.trainer), cfg_name, shots, seed,
+                                    run_variant, tag)
         tail = _pairs(opts) + shot_opts + _pairs(dict(extra))
         subsample = ["DATASET.SUBSAMPLE_CLASSES", "base"] if s.protocol == "base-to-new" else []
         argv = base_argv + ["--output-dir", out] + flags + (["--eval-only"] if method.eval_only else []) \
@@ -306,9 +306,7 @@ class Planner:
 
     def new_classes(self, run, method):
         """Base-to-new, step 2: the base-trained model evaluated on the new classes."""
-        marker = f"{os.sep}train_base{os.sep}"
-        out = run.out.replace(marker, f"{os.sep}test_new{os.sep}", 1) if marker in run.out \
-            else os.path.join(run.out, "test_new")
+        out = layout.new_classes_folder(run.out)
         argv = _strip(run.argv, {"--output-dir"})
         argv = [t for t in argv if t != "--eval-only"]
         argv = argv[:-2] + ["--output-dir", out, "--eval-only"] + (
@@ -339,26 +337,32 @@ class Planner:
                      seed=run.seed, variant=run.variant, role=target,
                      needs=[] if method.eval_only else [run.out]))
 
-    def enhanced_base(self, method, dataset, backbone, shots):
-        """(the --enhanced-base path, the run producing it or None)."""
+    def product(self, method, need, dataset, backbone, shots):
+        """(the path a need's flag takes, the run producing it or None)."""
         s = self.study
         tag = base_tag(backbone)
-        if method.enhanced_base != "produce":
+        setting = method.needs[need.name]
+        if setting != "produce":
             fields = dict(dataset=dataset, dataset_name=dataset_class_name(dataset), tag=tag, shots=shots,
                           strong_base=s.strong_base)
-            return os.path.abspath(_template(method.enhanced_base, fields, f"method {method.name!r}")), None
-        target = os.path.join(s.strong_base, dataset_class_name(dataset), f"{tag}_{shots}shots", "model.pth.tar")
-        out = os.path.join(s.output, "enhanced_base", dataset, f"{tag}_{shots}shots")
-        argv = ["--root", s.root or "<DATA>", "--seed", "1", "--trainer", "TaskResEnhancedBase",
-                "--dataset-config-file", dataset_config(dataset), "--config-file", repo_path(method.enhance_config),
-                "--output-dir", out, "DATASET.NUM_SHOTS", str(shots)]
+            return os.path.abspath(_template(setting, fields, f"method {method.name!r}")), None
+        producer_cls = registered_method(need.producer)
+        target = layout.product_path(s.strong_base, dataset_class_name(dataset), tag, shots)
+        out = layout.producer_folder(s.output, need.name, dataset, tag, shots)
+        if method.enhance_config:
+            config, producer_opts = method.enhance_config, {}
+        else:
+            config, producer_opts = _recipe_config(need.producer, f"method {method.name!r}", dataset, shots)
+        argv = ["--root", s.root or "<DATA>", "--seed", "1", "--trainer", need.producer,
+                "--dataset-config-file", dataset_config(dataset), "--config-file", repo_path(config),
+                "--output-dir", out] + _pairs(producer_opts) + ["DATASET.NUM_SHOTS", str(shots)]
         cfg = self.cfgs.get(argv)
         if backbone != cfg.MODEL.BACKBONE.NAME:
             argv += ["MODEL.BACKBONE.NAME", backbone]
         argv += _pairs(s.opts)
-        producer = self.add(Run(out=out, argv=argv, method=f"{method.name} (enhanced base)",
-                                trainer="TaskResEnhancedBase", dataset=dataset, shots=shots, seed=1, role="produce",
-                                install=[os.path.join(out, STRONG_BASE_FILE), target]))
+        producer = self.add(Run(out=out, argv=argv, method=f"{method.name} ({need.name.replace('_', ' ')})",
+                                trainer=need.producer, dataset=dataset, shots=shots, seed=1, role="produce",
+                                install=[os.path.join(out, producer_cls.product_file), target]))
         return target, producer
 
 

@@ -1,4 +1,4 @@
-"""The comparison table of a study's finished runs, from their results.json.
+"""The comparison table of a study's finished runs, from their results.json (study.py table).
 
 Few-shot and base-to-new tables are analysis/compare.py's (mean ± std over seeds, population
 std as parse_test_res.py; base, new and HM = 2BN/(B+N) from the seed means), fed with exactly
@@ -6,14 +6,12 @@ the study's run folders, so runs of other studies in the same output tree stay o
 table is made here: a row per study method, a column for the source and each target, and the
 targets' average.
 """
-import os
-
 import numpy as np
 
-from analysis import compare
-from analysis.runs import read_run
+from engine.layout import finished
 
-from .plan import RESULTS
+from . import compare
+from .runs import read_run
 
 CSV_FIELDS = compare.CSV_FIELDS
 
@@ -22,7 +20,7 @@ def _finished(runs):
     """[(plan Run, analysis Run)] of the finished, non-producing runs."""
     out = []
     for run in runs:
-        if run.role == "produce" or not os.path.isfile(os.path.join(run.out, RESULTS)):
+        if run.role == "produce" or not finished(run.out):
             continue
         found = read_run(run.out)
         if found is not None:

@@ -1,6 +1,6 @@
 """The unit of work of every backend: the runs of one group, in this process.
 
-    python -m engine.study.worker GROUP.json      # what a `gpus` worker process runs
+    python -m studies.worker GROUP.json      # what a `gpus` worker process runs
 
 `run_group(runs)` runs each run with `train.run` and one ModelCache, so the group loads its CLIP
 once and (FEATURES.MODE cached) encodes its images once. For each run:
@@ -268,7 +268,7 @@ def main(argv=None):
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m engine.study.worker GROUP.json", file=sys.stderr)
+        print("usage: python -m studies.worker GROUP.json", file=sys.stderr)
         return 2
     gid, runs = load_group(argv[0])
     # SIGTERM (the gpus backend stopping, a scheduler's kill) unwinds like Ctrl-C: the run's log
