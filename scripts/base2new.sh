@@ -47,8 +47,7 @@ else
     while IFS='=' read -r key value; do
         case $key in
             config) CONFIG=$value ;;
-            cfg) ;;
-            *) OPTS+=("$key" "$value") ;;
+            *.*) OPTS+=("$key" "$value") ;;  # an override; the method's facts have no dot
         esac
     done <<< "$RECIPE"
 fi
