@@ -419,3 +419,145 @@ def test_masktuning_main_trains_the_joint_trainer_on_request(fake):
     r = run(path, "dtd", "16", "0.3", data, TRAINER="CoOp")
     assert r.returncode == 2 and "TRAINER must be MaskTuning or CoOpMaskTuning, got 'CoOp'" in r.stderr
     assert len(recorded()) == 1
+
+
+# ---------------------------------------------------------------- argv contract
+# Every script's train.py (and sweep.py, analysis, parse_test_res.py) command lines, its messages and
+# exit status for a fixed sequence of invocations in one folder, against tests/scripts_argv.json
+# (the behaviour contract of the shell layer: folders, argument order, skips, errors).
+# RECORD_SCRIPT_CALLS=1 writes that file instead, after a deliberate change of behaviour.
+
+ARGV_FILE = os.path.join(REPO, "tests", "scripts_argv.json")
+
+# `-m engine.describe` runs for real; every other call is recorded. train.py leaves what a finished
+# run leaves: log.txt, results.json, shared/checkpoint (masks), prompt_learner/model.pth.tar-<E>
+# (E from a config name's _ep<E>) unless --eval-only, strong_base.pth.tar for a product.
+CONTRACT_PYTHON = """#!{python}
+import json, os, re, sys
+args = sys.argv[1:]
+if args[:2] == ["-m", "engine.describe"]:
+    os.execv(sys.executable, [sys.executable] + args)
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if args[0] != "train.py":
+    sys.exit(0)
+out = args[args.index("--output-dir") + 1]
+os.makedirs(os.path.join(out, "shared"), exist_ok=True)
+open(os.path.join(out, "shared", "checkpoint"), "w").write("model.pth.tar-1\\n")
+if "--eval-only" not in args:
+    m = re.search(r"_ep(\\d+)", args[args.index("--config-file") + 1])
+    os.makedirs(os.path.join(out, "prompt_learner"), exist_ok=True)
+    open(os.path.join(out, "prompt_learner", "model.pth.tar-" + (m.group(1) if m else "1")), "w").close()
+    open(os.path.join(out, "strong_base.pth.tar"), "w").close()
+with open(os.path.join(out, "log.txt"), "a") as f:
+    f.write("Finish training\\n=> result\\n* accuracy: 80.0%\\n")
+with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({{"accuracy": 80.0}}, f)
+"""
+
+S1, S12 = {"SEEDS": "1"}, {"SEEDS": "1 2"}
+# (script, arguments, environment); "$DATA" is the dataset root. Order matters: later steps use
+# (or skip) what earlier ones left.
+CONTRACT = [
+    ("scripts/taskres/main.sh", ["dtd", CFG, "none", "4", "0.5", "$DATA"], S12),
+    ("scripts/taskres/main.sh", ["dtd", CFG, "none", "4", "0.5", "$DATA"], {"SEEDS": "1 2 3"}),
+    ("scripts/taskres/main.sh", ["imagenet", "adam_lr2e-4_B256_ep200", "none", "16", "0.5"],
+     {"SEEDS": "1", "DATA": "data", "BACKBONE": "ViT-B/16", "EXTRA_OPTS": "OPTIM.MAX_EPOCH 2"}),
+    ("scripts/taskres/main.sh", ["imagenet", "adam_lr2e-4_B256_ep200", "none", "16", "0.5", "$DATA"], S1),
+    ("scripts/taskres/main.sh", ["dtd", CFG, "nowhere.pth", "4", "0.5", "$DATA"], S1),
+    ("scripts/taskres/main.sh", ["dtd", "nope", "none", "4", "0.5", "$DATA"], S1),
+    ("scripts/taskres/main.sh", ["dtd", CFG, "none", "4", "0.5"], S1),
+    ("scripts/taskres/main.sh", ["dtd", CFG], S1),
+    ("scripts/coop/main.sh", ["dtd", "rn50_ep50", "middle", "16", "1", "True", "$DATA"], S12),
+    ("scripts/coop/main.sh", ["imagenet", "rn50_ep50", "end", "16", "16", "False", "$DATA"], S1),
+    ("scripts/coop/main.sh", ["dtd", "rn50", "back", "16", "1", "True", "$DATA"], S1),
+    ("scripts/coop/main.sh", ["dtd", "rn50", "end", "4", "2", "False"], {"SEEDS": "1", "DATA": "$DATA",
+                                                                       "BACKBONE": "RN101"}),
+    ("scripts/coop/eval.sh", ["imagenet_a", "rn50_ep50", "$DATA"], S12),
+    ("scripts/coop/eval.sh", ["imagenet_a", "rn50_ep50", "$DATA"], S1),
+    ("scripts/clip_adapter/main.sh", ["dtd", "rn50", "4", "0.2", "$DATA"], S12),
+    ("scripts/linear_probe/main.sh", ["dtd", "rn50", "4"], {"SEEDS": "1", "DATA": "$DATA"}),
+    ("scripts/tip_adapter/main.sh", ["TipAdapter", "dtd", "4", "$DATA"], S1),
+    ("scripts/tip_adapter/main.sh", ["TipAdapterF", "dtd", "4", "$DATA"], {"SEEDS": "1", "SEARCH_SPLIT": "test",
+                                                                          "EPOCH_SELECTION": "last"}),
+    ("scripts/tip_adapter/main.sh", ["TaskRes", "dtd", "4", "$DATA"], S1),
+    ("scripts/masktuning/main.sh", ["dtd", "4", "0.3", "$DATA"], S1),
+    ("scripts/masktuning/main.sh", ["imagenet", "16", "1.0", "$DATA"], {"SEEDS": "1", "TRAINER": "CoOpMaskTuning"}),
+    ("scripts/masktuning/main.sh", ["dtd", "16", "0.3", "$DATA"], {"TRAINER": "CoOp"}),
+    ("scripts/masktuning/train.sh", ["caltech101"], {"SEEDS": "1", "DATA": "$DATA"}),
+    ("scripts/masktuning/eval.sh", ["caltech101"], {"SEEDS": "1", "DATA": "$DATA"}),
+    ("scripts/masktuning/eval.sh", ["caltech101", "0.3", "$DATA"], {"SEEDS": "1", "TARGET": "dtd"}),
+    ("scripts/masktuning/base2new_eval.sh", ["eurosat", "$DATA"], S1),
+    ("scripts/masktuning/base2new_train.sh", ["eurosat", "$DATA"], S1),
+    ("scripts/masktuning/base2new_eval.sh", ["eurosat", "$DATA"], S1),
+    ("scripts/cocoop/base2new_test.sh", ["dtd", "1", "$DATA"], {}),
+    ("scripts/cocoop/base2new_train.sh", ["dtd", "1", "$DATA"], {}),
+    ("scripts/cocoop/base2new_test.sh", ["dtd", "1", "$DATA"], {}),
+    ("scripts/coop/base2new_test.sh", ["eurosat", "1", "$DATA"], {}),
+    ("scripts/coop/base2new_train.sh", ["eurosat", "1", "$DATA"], {}),
+    ("scripts/coop/base2new_test.sh", ["eurosat", "1", "$DATA"], {}),
+    ("scripts/taskres/base2new_train.sh", ["eurosat", "2"], {"DATA": "$DATA", "SHOTS": "4"}),
+    ("scripts/taskres/base2new_test.sh", ["eurosat", "2"], {"DATA": "$DATA", "SHOTS": "4"}),
+    ("scripts/tip_adapter/base2new_train.sh", ["eurosat", "1", "$DATA"], {"BACKBONE": "ViT-B/16"}),
+    ("scripts/base2new.sh", ["train", "ZeroshotCLIP", "eurosat", "1", "$DATA"], {}),
+    ("scripts/base2new.sh", ["test", "ZeroshotCLIP", "eurosat", "1", "$DATA"], {}),
+    ("scripts/base2new.sh", ["test", "LinearProbe", "eurosat", "1", "$DATA"], {}),
+    ("scripts/base2new.sh", ["fit", "LinearProbe", "eurosat", "1", "$DATA"], {}),
+    ("scripts/taskres/zeroshot.sh", ["oxford_pets", "rn50", "$DATA"], {}),
+    ("scripts/taskres/zeroshot_all.sh", ["rn50", "$DATA"], {"DATASETS": "oxford_pets,dtd"}),
+    ("scripts/taskres/enhance_base.sh", ["dtd", "4", "$DATA"], {}),
+    ("scripts/taskres/eval.sh", ["imagenetv2", "generalization_rn50", "dg/v2",
+                                 "output/imagenet/TaskRes/adam_lr2e-4_B256_ep200_16shots/base_regular_alpha0.5",
+                                 "$DATA"], S12),
+    ("scripts/taskres/eval.sh", ["imagenetv2", "generalization_rn50", "dg/v2",
+                                 "output/imagenet/TaskRes/adam_lr2e-4_B256_ep200_16shots/base_regular_alpha0.5",
+                                 "$DATA"], S1),
+    ("scripts/all_methods.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1 2", "SEEDS": "1",
+                                    "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1"}),
+    ("scripts/all_methods.sh", [], {"DATA": "$DATA", "DATASETS": "eurosat", "SHOTS": "4", "SEEDS": "1,2",
+                                    "METHODS": "ZeroshotCLIP,TaskResEnhanced,CoOp", "BACKBONE": "RN101",
+                                    "FEATURES_MODE": "online", "OUTPUT": "cmp"}),
+    ("scripts/all_methods.sh", [], {"DATA": "$DATA", "METHODS": "Nope"}),
+    ("train_regular.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1", "SEEDS": "1"}),
+    ("train_regular.sh", [], {"DATASETS": "oxford_flowers", "SHOTS": "16", "DRY_RUN": "1"}),
+    ("train_enhance.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1", "SEEDS": "1"}),
+    ("test_dg.sh", [], {"DATA": "$DATA", "TARGETS": "imagenet_a", "SEEDS": "1"}),
+]
+
+
+def test_scripts_keep_their_command_lines(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    tmp = type(tmp_path)(os.path.realpath(tmp_path))
+    python = tmp / "fake_python"
+    python.write_text(CONTRACT_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    (tmp / "data").mkdir()
+    calls = tmp / "calls.jsonl"
+
+    def mask(text):
+        return text.replace(str(tmp), "$TMP").replace(REPO, "$REPO")
+
+    got = []
+    for script, args, env in CONTRACT:
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHON": str(python),
+                "FAKE_CALLS": str(calls)}
+        full.update({k: v.replace("$DATA", str(tmp / "data")) for k, v in env.items()})
+        r = subprocess.run(["bash", os.path.join(REPO, script), *(a.replace("$DATA", str(tmp / "data")) for a in args)],
+                           cwd=str(tmp), env=full, capture_output=True, text=True, timeout=600)
+        ran = [json.loads(mask(line)) for line in calls.read_text().splitlines()] if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        got.append({"script": script, "args": args, "env": env, "status": r.returncode,
+                    "stdout": mask(r.stdout).splitlines(), "stderr": mask(r.stderr).splitlines(), "calls": ran})
+    if os.environ.get("RECORD_SCRIPT_CALLS") == "1":
+        with open(ARGV_FILE, "w") as f:
+            json.dump(got, f, indent=1)
+            f.write("\n")
+    with open(ARGV_FILE) as f:
+        expected = json.load(f)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g == e, f"{g['script']} {' '.join(g['args'])}"
+
