@@ -288,6 +288,38 @@ def test_masktuning_evals_need_trained_masks(fake, script, args, model):
     assert len(recorded()) == 1
 
 
+RUN = os.path.join(REPO, "scripts", "run.sh")
+
+
+def test_run_sh_takes_the_recipe_and_the_methods_facts(fake):
+    run, recorded, data, tmp = fake
+    r = run(RUN, "ZeroshotCLIP", "dtd", "recipe", "4", data, SEEDS="1")  # evaluation-only: --eval-only
+    assert r.returncode == 0, r.stderr
+    r = run(RUN, "CoOp", "dtd", "recipe", "4", "--variant", "v", DATA=data, SEEDS="1", BACKBONE="RN101")
+    assert r.returncode == 0, r.stderr
+    r = run(RUN, "LinearProbe", "dtd", "rn50", "4", data, "--", "{seed}", "X", SEEDS="2")
+    assert r.returncode == 0, r.stderr
+    zs, coop, lp = recorded()
+    assert zs == ["train.py", "--root", str(data), "--seed", "1", "--trainer", "ZeroshotCLIP",
+                  "--dataset-config-file", "configs/datasets/dtd.yaml",
+                  "--config-file", "configs/trainers/ZeroshotCLIP/rn50.yaml",
+                  "--output-dir", f"{tmp}/output/dtd/ZeroshotCLIP/rn50_4shots/seed1", "--eval-only",
+                  "DATASET.NUM_SHOTS", "4"]
+    assert coop[coop.index("--config-file"):] == [
+        "--config-file", "configs/trainers/CoOp/rn50_ep100.yaml",
+        "--output-dir", f"{tmp}/output/dtd/CoOp/rn50_ep100-RN101_4shots/v/seed1", "DATASET.NUM_SHOTS", "4",
+        "TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "false", "TRAINER.COOP.CLASS_TOKEN_POSITION", "end",
+        "MODEL.BACKBONE.NAME", "RN101"]
+    assert lp[lp.index("--output-dir"):] == ["--output-dir", f"{tmp}/output/dtd/LinearProbe/rn50_4shots/seed2", "2", "X"]
+    assert all(a[1:3] == ["--root", str(data)] for a in (zs, coop, lp))
+
+    r = run(RUN, "NoSuchMethod", "dtd", "rn50", "4", data)
+    assert r.returncode == 2 and "NoSuchMethod" in r.stderr
+    r = run(RUN, "LinearProbe", "dtd", "rn50", DATA=data)
+    assert r.returncode == 2 and r.stderr.startswith("usage: bash scripts/run.sh METHOD DATASET CFG SHOTS")
+    assert len(recorded()) == 3
+
+
 # ---------------------------------------------------------------- configs
 
 
@@ -429,14 +461,25 @@ def test_masktuning_main_trains_the_joint_trainer_on_request(fake):
 
 ARGV_FILE = os.path.join(REPO, "tests", "scripts_argv.json")
 
-# `-m engine.describe` runs for real; every other call is recorded. train.py leaves what a finished
-# run leaves: log.txt, results.json, shared/checkpoint (masks), prompt_learner/model.pth.tar-<E>
-# (E from a config name's _ep<E>) unless --eval-only, strong_base.pth.tar for a product.
+# `-m engine.describe` answers from $DESCRIBE_CACHE (filled in this process by prewarm(): each
+# separate look-up would import every trainer), else runs for real; every other call is recorded. train.py
+# leaves what a finished run leaves: log.txt, results.json, shared/checkpoint (masks),
+# prompt_learner/model.pth.tar-<E> (E from a config name's _ep<E>) unless --eval-only,
+# strong_base.pth.tar for a product.
 CONTRACT_PYTHON = """#!{python}
-import json, os, re, sys
+import hashlib, json, os, re, subprocess, sys
 args = sys.argv[1:]
 if args[:2] == ["-m", "engine.describe"]:
-    os.execv(sys.executable, [sys.executable] + args)
+    path = os.path.join(os.environ["DESCRIBE_CACHE"], hashlib.sha1(json.dumps(args).encode()).hexdigest())
+    if not os.path.exists(path):
+        done = subprocess.run([sys.executable] + args, capture_output=True, text=True)
+        with open(path, "w") as f:
+            json.dump([done.returncode, done.stdout, done.stderr], f)
+    with open(path) as f:
+        code, out, err = json.load(f)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    sys.exit(code)
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps(args) + "\\n")
 if args[0] != "train.py":
@@ -525,6 +568,35 @@ CONTRACT = [
 ]
 
 
+def describe_key(argv):
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(["-m", "engine.describe", *argv]).encode()).hexdigest()
+
+
+def prewarm(cache):
+    """engine.describe's answers to the questions the scripts ask here, from engine.describe.main."""
+    import contextlib
+    import io
+    import json
+
+    from engine.describe import main, methods
+
+    questions = [[m] for m in methods()]
+    questions += [[m, d, k] for m in methods() for d in ("dtd", "imagenet", "caltech101", "eurosat")
+                  for k in ("1", "4", "16")]
+    questions += [["TaskRes", d, k, "--get", "cfg"] for d in ("dtd", "oxford_flowers") for k in ("1", "16")]
+    questions += [["TaskRes", d, "16", "--get", "TRAINER.TaskRes.RESIDUAL_SCALE"] for d in ("dtd", "oxford_flowers")]
+    questions += [["MaskTuning", "caltech101", "16", "--get", "MASK.GDR_LAMBDA"]]
+    for argv in questions:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+        with open(os.path.join(cache, describe_key(argv)), "w") as f:
+            json.dump([code, out.getvalue(), err.getvalue()], f)
+
+
 def test_scripts_keep_their_command_lines(tmp_path):
     import json
     import subprocess
@@ -535,6 +607,8 @@ def test_scripts_keep_their_command_lines(tmp_path):
     python.write_text(CONTRACT_PYTHON.format(python=sys.executable))
     python.chmod(0o755)
     (tmp / "data").mkdir()
+    (tmp / "describe").mkdir()
+    prewarm(tmp / "describe")
     calls = tmp / "calls.jsonl"
 
     def mask(text):
@@ -543,7 +617,7 @@ def test_scripts_keep_their_command_lines(tmp_path):
     got = []
     for script, args, env in CONTRACT:
         full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHON": str(python),
-                "FAKE_CALLS": str(calls)}
+                "FAKE_CALLS": str(calls), "DESCRIBE_CACHE": str(tmp / "describe")}
         full.update({k: v.replace("$DATA", str(tmp / "data")) for k, v in env.items()})
         r = subprocess.run(["bash", os.path.join(REPO, script), *(a.replace("$DATA", str(tmp / "data")) for a in args)],
                            cwd=str(tmp), env=full, capture_output=True, text=True, timeout=600)
@@ -561,3 +635,18 @@ def test_scripts_keep_their_command_lines(tmp_path):
     for g, e in zip(got, expected):
         assert g == e, f"{g['script']} {' '.join(g['args'])}"
 
+
+# The generic tools ask the registry (python -m engine.describe) for what differs between methods;
+# a method's name in them, even in a comment, is a case that a new method would miss.
+GENERIC = ["scripts/base2new.sh", "scripts/all_methods.sh", "scripts/common.sh", "scripts/run.sh"]
+
+
+@pytest.mark.parametrize("script", GENERIC)
+def test_generic_scripts_name_no_method(script):
+    import re
+
+    from engine.describe import methods
+
+    text = open(os.path.join(REPO, script)).read()
+    hits = [m for m in methods() if re.search(rf"(?<![A-Za-z0-9_]){re.escape(m)}(?![A-Za-z0-9_])", text)]
+    assert hits == [], f"{script} names {', '.join(hits)}"
