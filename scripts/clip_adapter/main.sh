@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train CLIP-Adapter on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/clip_adapter/main.sh DATASET CFG SHOTS RATIO [DATA]
 #

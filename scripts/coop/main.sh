@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train CoOp on one dataset for several seeds (CoOp's scripts/coop/main.sh, same arguments).
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/coop/main.sh DATASET CFG CTP NCTX SHOTS CSC [DATA]
 #

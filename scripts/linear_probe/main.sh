@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Fit the linear probe (CoOp's lpclip protocol) on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/linear_probe/main.sh DATASET CFG SHOTS [DATA]
 #

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train mask tuning (R-AMT) on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/masktuning/main.sh DATASET SHOTS GDR_LAMBDA [DATA]
 #

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train TaskRes on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/taskres/main.sh DATASET CFG ENHANCE SHOTS SCALE [DATA]
 #

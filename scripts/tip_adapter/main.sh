@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run Tip-Adapter (training-free) or Tip-Adapter-F on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/tip_adapter/main.sh TRAINER DATASET SHOTS [DATA]
 #
