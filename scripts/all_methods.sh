@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole method comparison on a set of datasets: zero-shot CLIP, linear probe, CoOp, CoCoOp,
-# CLIP-Adapter, Tip-Adapter, Tip-Adapter-F, TaskRes and TaskRes on the enhanced base, each with
-# its paper's recipe (configs/recipes.yaml) for every shot count and seed, then the comparison
-# table and the few-shot figure.
+# The whole method comparison on a set of datasets: the methods of scripts/all_methods.list
+# (zero-shot CLIP, the linear probe, prompt learners, adapters and task residuals, on the regular
+# and on the enhanced base), each with its paper's recipe (its configs/trainers/ folder) for every
+# shot count and seed, then the comparison table and the few-shot figure.
 #
 #   DATA=/path/to/datasets bash scripts/all_methods.sh
 #   DATA=$DATA DATASETS="eurosat dtd" SHOTS="1 16" SEEDS="1" bash scripts/all_methods.sh
@@ -12,8 +12,7 @@
 #   DATASETS       [the 11 few-shot datasets] configs/datasets names, space or comma separated
 #   SHOTS          [1 2 4 8 16]
 #   SEEDS          [1 2 3]
-#   METHODS        [ZeroshotCLIP LinearProbe CoOp CoCoOp CLIP_Adapter TipAdapter TipAdapterF TaskRes
-#                   TaskResEnhanced] a subset to run
+#   METHODS        [every name of scripts/all_methods.list] a subset to run
 #   OUTPUT         [output/comparison] runs go to $OUTPUT/<dataset>/<method>/..., the table to
 #                  $OUTPUT/comparison.md (+ .csv) and the figure to $OUTPUT/curves.png
 #   FEATURES_MODE  [cached] image features from the feature store, shared by every method, shot
@@ -27,7 +26,15 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/taskres/grid.sh"
 
-ALL_METHODS="ZeroshotCLIP LinearProbe CoOp CoCoOp CLIP_Adapter TipAdapter TipAdapterF TaskRes TaskResEnhanced"
+# NAME -> its line of all_methods.list (the comparison's methods are data, not script code).
+declare -A ENTRY=()
+ALL_METHODS=
+while read -r NAME REST; do
+    case $NAME in ''|'#'*) continue ;; esac
+    ENTRY[$NAME]=$REST
+    ALL_METHODS+="$NAME "
+done < "$(dirname "${BASH_SOURCE[0]}")/all_methods.list"
+ALL_METHODS=${ALL_METHODS% }
 DATA=$(require_data "${DATA:-}") || exit 2
 DATASETS=$(grid_select dataset "${DATASETS:-$GRID_DATASETS}" "$GRID_DATASETS ${DG_TARGETS}")
 METHODS=$(grid_select method "${METHODS:-$ALL_METHODS}" "$ALL_METHODS")
@@ -55,32 +62,39 @@ sweep() {  # DATASET TRAINER OUTPUT-DIR [more sweep/train.py args]
 for DATASET in $DATASETS; do
     for METHOD in $METHODS; do
         echo "=== $DATASET: $METHOD"
-        case $METHOD in
-            ZeroshotCLIP)
-                run_train "$OUTPUT/$DATASET/ZeroshotCLIP" --root "$DATA" --trainer ZeroshotCLIP \
+        read -r TRAINER NEED <<< "${ENTRY[$METHOD]}"
+        TRAINER=${TRAINER:-$METHOD}
+        describe_method "$TRAINER" "$DATASET" "${SHOT_LIST[0]}" || { FAILED+=("$DATASET/$METHOD"); continue; }
+        if [ "${FACTS[evaluation_only]}" = true ]; then
+            # Nothing trained: one evaluation for every shot count and seed.
+            run_train "$OUTPUT/$DATASET/$METHOD" --root "$DATA" --trainer "$TRAINER" \
+                --dataset-config-file "configs/datasets/$DATASET.yaml" \
+                --config-file "${FACTS[config]}" --output-dir "$OUTPUT/$DATASET/$METHOD" \
+                --eval-only ${RECIPE_OPTS[@]+"${RECIPE_OPTS[@]}"} "${COMMON[@]}" || FAILED+=("$DATASET/$METHOD")
+        elif [ -n "$NEED" ]; then
+            # NEED=PRODUCER:FILE; the flag that takes the product is the method's own (its needs).
+            PRODUCT=${NEED%%=*} PRODUCER=${NEED#*=}
+            PRODUCT_FILE=${PRODUCER#*:} PRODUCER=${PRODUCER%%:*}
+            FLAG=$(tr ' ' '\n' <<< "${FACTS[needs]}" | sed -n "s/^$PRODUCT=//p")
+            [ -n "$FLAG" ] || { echo "error: $TRAINER needs no $PRODUCT (all_methods.list)" >&2; exit 2; }
+            describe_method "$PRODUCER" "$DATASET" "${SHOT_LIST[0]}" || { FAILED+=("$DATASET/$PRODUCER"); continue; }
+            PRODUCER_CONFIG=${FACTS[config]}
+            # The product is made per shot count (seed 1, as the published files).
+            for K in "${SHOT_LIST[@]}"; do
+                BASE_DIR=$OUTPUT/$DATASET/$PRODUCER/${K}shots
+                run_train "$BASE_DIR" --root "$DATA" --seed 1 --trainer "$PRODUCER" \
                     --dataset-config-file "configs/datasets/$DATASET.yaml" \
-                    --config-file configs/trainers/ZeroshotCLIP/rn50.yaml --output-dir "$OUTPUT/$DATASET/ZeroshotCLIP" \
-                    --eval-only "${COMMON[@]}" || FAILED+=("$DATASET/ZeroshotCLIP")
-                ;;
-            TaskResEnhanced)
-                # The enhanced base is produced per shot count (seed 1, as the published files).
-                for K in "${SHOT_LIST[@]}"; do
-                    BASE_DIR=$OUTPUT/$DATASET/TaskResEnhancedBase/${K}shots
-                    run_train "$BASE_DIR" --root "$DATA" --seed 1 --trainer TaskResEnhancedBase \
-                        --dataset-config-file "configs/datasets/$DATASET.yaml" \
-                        --config-file configs/trainers/TaskResEnhancedBase/adam_lr1e-4_B256_ep50.yaml \
-                        --output-dir "$BASE_DIR" DATASET.NUM_SHOTS "$K" "${COMMON[@]}" \
-                        || { FAILED+=("$DATASET/TaskResEnhancedBase/$K"); continue; }
-                    SHOT_LIST_SAVED=("${SHOT_LIST[@]}")
-                    SHOT_LIST=("$K")
-                    sweep "$DATASET" TaskRes "$OUTPUT/$DATASET/TaskRes" --enhanced-base "$BASE_DIR/strong_base.pth.tar"
-                    SHOT_LIST=("${SHOT_LIST_SAVED[@]}")
-                done
-                ;;
-            *)
-                sweep "$DATASET" "$METHOD" "$OUTPUT/$DATASET/$METHOD"
-                ;;
-        esac
+                    --config-file "$PRODUCER_CONFIG" \
+                    --output-dir "$BASE_DIR" DATASET.NUM_SHOTS "$K" "${COMMON[@]}" \
+                    || { FAILED+=("$DATASET/$PRODUCER/$K"); continue; }
+                SHOT_LIST_SAVED=("${SHOT_LIST[@]}")
+                SHOT_LIST=("$K")
+                sweep "$DATASET" "$TRAINER" "$OUTPUT/$DATASET/$TRAINER" "$FLAG" "$BASE_DIR/$PRODUCT_FILE"
+                SHOT_LIST=("${SHOT_LIST_SAVED[@]}")
+            done
+        else
+            sweep "$DATASET" "$TRAINER" "$OUTPUT/$DATASET/$METHOD"
+        fi
     done
 done
 

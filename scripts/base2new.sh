@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Base-to-new generalization for any method, in CoCoOp's layout: train on the base half of the
+# Base-to-new generalization for any method, in the reference layout: train on the base half of the
 # classes (DATASET.SUBSAMPLE_CLASSES base), evaluate the same checkpoint on the new half.
 #
 #   bash scripts/base2new.sh train METHOD DATASET SEED [DATA]
 #   bash scripts/base2new.sh test  METHOD DATASET SEED [DATA]
 #   python parse_test_res.py $OUTPUT/base2new --base2new        # base, new, harmonic mean
 #
-#   METHOD   a trainer with a table in configs/recipes.yaml (TaskRes, CoOp, CLIP_Adapter,
-#            TipAdapter, TipAdapterF, LinearProbe, MaskTuning, CoOpMaskTuning, CoCoOp) or ZeroshotCLIP (evaluated
-#            on base by `train`, on new by `test`; nothing is trained)
+#   METHOD   a registered method with a recipe (python -m engine.describe --list); an
+#            evaluation-only one is evaluated on base by `train`, on new by `test` (nothing trained)
 # Folders: $OUTPUT/base2new/train_base/DATASET/shots_K/METHOD/CFG/seedS and .../test_new/...
 # Methods with per-class parameters use the zero-shot classifier for the new classes (recorded in
 # results.json as extras.unseen_classes_zeroshot).
@@ -37,21 +36,12 @@ OUTPUT=$(from_caller "$OUTPUT")
 DATASET_CFG=configs/datasets/${DATASET}.yaml
 require_config "$DATASET_CFG" || exit 2
 
-OPTS=()
-if [ "$METHOD" = ZeroshotCLIP ]; then
-    CONFIG=configs/trainers/ZeroshotCLIP/rn50.yaml
-else
-    # The method's recipe for this dataset and shot count: its config file and overrides.
-    RECIPE=$(cd "$REPO" && "${PY[@]}" -m engine.describe "$METHOD" "$DATASET" "$SHOTS") || exit 2
-    CONFIG=
-    while IFS='=' read -r key value; do
-        case $key in
-            config) CONFIG=$value ;;
-            cfg) ;;
-            *) OPTS+=("$key" "$value") ;;
-        esac
-    done <<< "$RECIPE"
-fi
+# The method's recipe for this dataset and shot count (its config file and overrides), and
+# whether it is evaluated only (then nothing is trained: `train` evaluates the base classes).
+describe_method "$METHOD" "$DATASET" "$SHOTS" || exit 2
+CONFIG=${FACTS[config]}
+OPTS=(${RECIPE_OPTS[@]+"${RECIPE_OPTS[@]}"})
+EVAL_ONLY=${FACTS[evaluation_only]}
 require_config "$CONFIG" || exit 2
 # $BACKBONE: folder CFG-<tag> and MODEL.BACKBONE.NAME in OPTS.
 backbone_override "$(basename "$CONFIG" .yaml)"
@@ -64,12 +54,12 @@ COMMON=(--root "$DATA" --seed "$SEED" --trainer "$METHOD" --dataset-config-file 
 
 if [ "$PHASE" = train ]; then
     EVAL=()
-    if [ "$METHOD" = ZeroshotCLIP ]; then EVAL=(--eval-only); fi
+    if [ "$EVAL_ONLY" = true ]; then EVAL=(--eval-only); fi
     run_train "$TRAIN_DIR" "${COMMON[@]}" --output-dir "$TRAIN_DIR" ${EVAL[@]+"${EVAL[@]}"} \
         DATASET.SUBSAMPLE_CLASSES base ${EXTRA[@]+"${EXTRA[@]}"}
 else
     MODEL=()
-    if [ "$METHOD" != ZeroshotCLIP ]; then
+    if [ "$EVAL_ONLY" != true ]; then
         if ! finished "$TRAIN_DIR"; then
             echo "error: no finished base-class run at $TRAIN_DIR; run: bash scripts/base2new.sh train $METHOD $DATASET $SEED" >&2
             exit 2

@@ -25,6 +25,11 @@
 #                              it) to stderr and fails with status 2
 #   run_eval DIR ARGS...       an evaluation-only run: skipped once DIR has results.json, else
 #                              `train.py ARGS` (with --output-dir DIR)
+#   describe_method METHOD [DATASET SHOTS]
+#                              what the method says of itself (python -m engine.describe): FACTS
+#                              (evaluation_only, needs, produces, ...; with DATASET SHOTS also its
+#                              recipe's config and cfg) and RECIPE_OPTS, the recipe's KEY VALUE pairs
+# The generic seed loop of every method is scripts/run.sh; scripts/<method>/main.sh wrap it.
 # Those that can fail return 2 (callers add `|| exit 2`) instead of exiting themselves.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -163,4 +168,18 @@ run_eval() {  # DIR ARGS...
     fi
     echo "Run: ${dir}"
     (cd "$REPO" && "${PY[@]}" train.py "$@")
+}
+
+# Tools ask the registry rather than naming methods, so a new method needs no script change.
+describe_method() {  # METHOD [DATASET SHOTS]: sets FACTS and RECIPE_OPTS
+    local out key value
+    out=$(cd "$REPO" && "${PY[@]}" -m engine.describe "$@") || return 2
+    declare -gA FACTS=()
+    RECIPE_OPTS=()
+    while IFS='=' read -r key value; do
+        case $key in
+            *.*) RECIPE_OPTS+=("$key" "$value") ;;  # a config key; the facts' names have no dot
+            *) FACTS[$key]=$value ;;
+        esac
+    done <<< "$out"
 }

@@ -47,11 +47,14 @@ def tiny_clip_rn_path(tmp_path_factory):
     return save_openai_checkpoint(tiny_clip_state_dict("rn"), str(path))
 
 
-# Records its argv (one JSON list per line in $FAKE_CALLS) and, like a finished train.py run,
-# writes log.txt and results.json into --output-dir.
+# `-m MODULE` (the scripts' `python -m engine.describe` look-ups) runs the real interpreter. Any
+# other call records its argv (one JSON list per line in $FAKE_CALLS) and, like a finished
+# train.py run, writes log.txt and results.json into --output-dir.
 FAKE_PYTHON = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
+if args[0] == "-m":
+    os.execv(sys.executable, [sys.executable] + args)
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps(args) + "\\n")
 out = args[args.index("--output-dir") + 1]

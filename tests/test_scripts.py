@@ -288,6 +288,38 @@ def test_masktuning_evals_need_trained_masks(fake, script, args, model):
     assert len(recorded()) == 1
 
 
+RUN = os.path.join(REPO, "scripts", "run.sh")
+
+
+def test_run_sh_takes_the_recipe_and_the_methods_facts(fake):
+    run, recorded, data, tmp = fake
+    r = run(RUN, "ZeroshotCLIP", "dtd", "recipe", "4", data, SEEDS="1")  # evaluation-only: --eval-only
+    assert r.returncode == 0, r.stderr
+    r = run(RUN, "CoOp", "dtd", "recipe", "4", "--variant", "v", DATA=data, SEEDS="1", BACKBONE="RN101")
+    assert r.returncode == 0, r.stderr
+    r = run(RUN, "LinearProbe", "dtd", "rn50", "4", data, "--", "{seed}", "X", SEEDS="2")
+    assert r.returncode == 0, r.stderr
+    zs, coop, lp = recorded()
+    assert zs == ["train.py", "--root", str(data), "--seed", "1", "--trainer", "ZeroshotCLIP",
+                  "--dataset-config-file", "configs/datasets/dtd.yaml",
+                  "--config-file", "configs/trainers/ZeroshotCLIP/rn50.yaml",
+                  "--output-dir", f"{tmp}/output/dtd/ZeroshotCLIP/rn50_4shots/seed1", "--eval-only",
+                  "DATASET.NUM_SHOTS", "4"]
+    assert coop[coop.index("--config-file"):] == [
+        "--config-file", "configs/trainers/CoOp/rn50_ep100.yaml",
+        "--output-dir", f"{tmp}/output/dtd/CoOp/rn50_ep100-RN101_4shots/v/seed1", "DATASET.NUM_SHOTS", "4",
+        "TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "false", "TRAINER.COOP.CLASS_TOKEN_POSITION", "end",
+        "MODEL.BACKBONE.NAME", "RN101"]
+    assert lp[lp.index("--output-dir"):] == ["--output-dir", f"{tmp}/output/dtd/LinearProbe/rn50_4shots/seed2", "2", "X"]
+    assert all(a[1:3] == ["--root", str(data)] for a in (zs, coop, lp))
+
+    r = run(RUN, "NoSuchMethod", "dtd", "rn50", "4", data)
+    assert r.returncode == 2 and "NoSuchMethod" in r.stderr
+    r = run(RUN, "LinearProbe", "dtd", "rn50", DATA=data)
+    assert r.returncode == 2 and r.stderr.startswith("usage: bash scripts/run.sh METHOD DATASET CFG SHOTS")
+    assert len(recorded()) == 3
+
+
 # ---------------------------------------------------------------- configs
 
 
@@ -419,3 +451,202 @@ def test_masktuning_main_trains_the_joint_trainer_on_request(fake):
     r = run(path, "dtd", "16", "0.3", data, TRAINER="CoOp")
     assert r.returncode == 2 and "TRAINER must be MaskTuning or CoOpMaskTuning, got 'CoOp'" in r.stderr
     assert len(recorded()) == 1
+
+
+# ---------------------------------------------------------------- argv contract
+# Every script's train.py (and sweep.py, analysis, parse_test_res.py) command lines, its messages and
+# exit status for a fixed sequence of invocations in one folder, against tests/scripts_argv.json
+# (the behaviour contract of the shell layer: folders, argument order, skips, errors).
+# RECORD_SCRIPT_CALLS=1 writes that file instead, after a deliberate change of behaviour.
+
+ARGV_FILE = os.path.join(REPO, "tests", "scripts_argv.json")
+
+# `-m engine.describe` answers from $DESCRIBE_CACHE (filled in this process by prewarm(): each
+# separate look-up would import every trainer), else runs for real; every other call is recorded. train.py
+# leaves what a finished run leaves: log.txt, results.json, shared/checkpoint (masks),
+# prompt_learner/model.pth.tar-<E> (E from a config name's _ep<E>) unless --eval-only,
+# strong_base.pth.tar for a product.
+CONTRACT_PYTHON = """#!{python}
+import hashlib, json, os, re, subprocess, sys
+args = sys.argv[1:]
+if args[:2] == ["-m", "engine.describe"]:
+    path = os.path.join(os.environ["DESCRIBE_CACHE"], hashlib.sha1(json.dumps(args).encode()).hexdigest())
+    if not os.path.exists(path):
+        done = subprocess.run([sys.executable] + args, capture_output=True, text=True)
+        with open(path, "w") as f:
+            json.dump([done.returncode, done.stdout, done.stderr], f)
+    with open(path) as f:
+        code, out, err = json.load(f)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    sys.exit(code)
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if args[0] != "train.py":
+    sys.exit(0)
+out = args[args.index("--output-dir") + 1]
+os.makedirs(os.path.join(out, "shared"), exist_ok=True)
+open(os.path.join(out, "shared", "checkpoint"), "w").write("model.pth.tar-1\\n")
+if "--eval-only" not in args:
+    m = re.search(r"_ep(\\d+)", args[args.index("--config-file") + 1])
+    os.makedirs(os.path.join(out, "prompt_learner"), exist_ok=True)
+    open(os.path.join(out, "prompt_learner", "model.pth.tar-" + (m.group(1) if m else "1")), "w").close()
+    open(os.path.join(out, "strong_base.pth.tar"), "w").close()
+with open(os.path.join(out, "log.txt"), "a") as f:
+    f.write("Finish training\\n=> result\\n* accuracy: 80.0%\\n")
+with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump({{"accuracy": 80.0}}, f)
+"""
+
+S1, S12 = {"SEEDS": "1"}, {"SEEDS": "1 2"}
+# (script, arguments, environment); "$DATA" is the dataset root. Order matters: later steps use
+# (or skip) what earlier ones left.
+CONTRACT = [
+    ("scripts/taskres/main.sh", ["dtd", CFG, "none", "4", "0.5", "$DATA"], S12),
+    ("scripts/taskres/main.sh", ["dtd", CFG, "none", "4", "0.5", "$DATA"], {"SEEDS": "1 2 3"}),
+    ("scripts/taskres/main.sh", ["imagenet", "adam_lr2e-4_B256_ep200", "none", "16", "0.5"],
+     {"SEEDS": "1", "DATA": "data", "BACKBONE": "ViT-B/16", "EXTRA_OPTS": "OPTIM.MAX_EPOCH 2"}),
+    ("scripts/taskres/main.sh", ["imagenet", "adam_lr2e-4_B256_ep200", "none", "16", "0.5", "$DATA"], S1),
+    ("scripts/taskres/main.sh", ["dtd", CFG, "nowhere.pth", "4", "0.5", "$DATA"], S1),
+    ("scripts/taskres/main.sh", ["dtd", "nope", "none", "4", "0.5", "$DATA"], S1),
+    ("scripts/taskres/main.sh", ["dtd", CFG, "none", "4", "0.5"], S1),
+    ("scripts/taskres/main.sh", ["dtd", CFG], S1),
+    ("scripts/coop/main.sh", ["dtd", "rn50_ep50", "middle", "16", "1", "True", "$DATA"], S12),
+    ("scripts/coop/main.sh", ["imagenet", "rn50_ep50", "end", "16", "16", "False", "$DATA"], S1),
+    ("scripts/coop/main.sh", ["dtd", "rn50", "back", "16", "1", "True", "$DATA"], S1),
+    ("scripts/coop/main.sh", ["dtd", "rn50", "end", "4", "2", "False"], {"SEEDS": "1", "DATA": "$DATA",
+                                                                       "BACKBONE": "RN101"}),
+    ("scripts/coop/eval.sh", ["imagenet_a", "rn50_ep50", "$DATA"], S12),
+    ("scripts/coop/eval.sh", ["imagenet_a", "rn50_ep50", "$DATA"], S1),
+    ("scripts/clip_adapter/main.sh", ["dtd", "rn50", "4", "0.2", "$DATA"], S12),
+    ("scripts/linear_probe/main.sh", ["dtd", "rn50", "4"], {"SEEDS": "1", "DATA": "$DATA"}),
+    ("scripts/tip_adapter/main.sh", ["TipAdapter", "dtd", "4", "$DATA"], S1),
+    ("scripts/tip_adapter/main.sh", ["TipAdapterF", "dtd", "4", "$DATA"], {"SEEDS": "1", "SEARCH_SPLIT": "test",
+                                                                          "EPOCH_SELECTION": "last"}),
+    ("scripts/tip_adapter/main.sh", ["TaskRes", "dtd", "4", "$DATA"], S1),
+    ("scripts/masktuning/main.sh", ["dtd", "4", "0.3", "$DATA"], S1),
+    ("scripts/masktuning/main.sh", ["imagenet", "16", "1.0", "$DATA"], {"SEEDS": "1", "TRAINER": "CoOpMaskTuning"}),
+    ("scripts/masktuning/main.sh", ["dtd", "16", "0.3", "$DATA"], {"TRAINER": "CoOp"}),
+    ("scripts/masktuning/train.sh", ["caltech101"], {"SEEDS": "1", "DATA": "$DATA"}),
+    ("scripts/masktuning/eval.sh", ["caltech101"], {"SEEDS": "1", "DATA": "$DATA"}),
+    ("scripts/masktuning/eval.sh", ["caltech101", "0.3", "$DATA"], {"SEEDS": "1", "TARGET": "dtd"}),
+    ("scripts/masktuning/base2new_eval.sh", ["eurosat", "$DATA"], S1),
+    ("scripts/masktuning/base2new_train.sh", ["eurosat", "$DATA"], S1),
+    ("scripts/masktuning/base2new_eval.sh", ["eurosat", "$DATA"], S1),
+    ("scripts/cocoop/base2new_test.sh", ["dtd", "1", "$DATA"], {}),
+    ("scripts/cocoop/base2new_train.sh", ["dtd", "1", "$DATA"], {}),
+    ("scripts/cocoop/base2new_test.sh", ["dtd", "1", "$DATA"], {}),
+    ("scripts/coop/base2new_test.sh", ["eurosat", "1", "$DATA"], {}),
+    ("scripts/coop/base2new_train.sh", ["eurosat", "1", "$DATA"], {}),
+    ("scripts/coop/base2new_test.sh", ["eurosat", "1", "$DATA"], {}),
+    ("scripts/taskres/base2new_train.sh", ["eurosat", "2"], {"DATA": "$DATA", "SHOTS": "4"}),
+    ("scripts/taskres/base2new_test.sh", ["eurosat", "2"], {"DATA": "$DATA", "SHOTS": "4"}),
+    ("scripts/tip_adapter/base2new_train.sh", ["eurosat", "1", "$DATA"], {"BACKBONE": "ViT-B/16"}),
+    ("scripts/base2new.sh", ["train", "ZeroshotCLIP", "eurosat", "1", "$DATA"], {}),
+    ("scripts/base2new.sh", ["test", "ZeroshotCLIP", "eurosat", "1", "$DATA"], {}),
+    ("scripts/base2new.sh", ["test", "LinearProbe", "eurosat", "1", "$DATA"], {}),
+    ("scripts/base2new.sh", ["fit", "LinearProbe", "eurosat", "1", "$DATA"], {}),
+    ("scripts/taskres/zeroshot.sh", ["oxford_pets", "rn50", "$DATA"], {}),
+    ("scripts/taskres/zeroshot_all.sh", ["rn50", "$DATA"], {"DATASETS": "oxford_pets,dtd"}),
+    ("scripts/taskres/enhance_base.sh", ["dtd", "4", "$DATA"], {}),
+    ("scripts/taskres/eval.sh", ["imagenetv2", "generalization_rn50", "dg/v2",
+                                 "output/imagenet/TaskRes/adam_lr2e-4_B256_ep200_16shots/base_regular_alpha0.5",
+                                 "$DATA"], S12),
+    ("scripts/taskres/eval.sh", ["imagenetv2", "generalization_rn50", "dg/v2",
+                                 "output/imagenet/TaskRes/adam_lr2e-4_B256_ep200_16shots/base_regular_alpha0.5",
+                                 "$DATA"], S1),
+    ("scripts/all_methods.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1 2", "SEEDS": "1",
+                                    "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1"}),
+    ("scripts/all_methods.sh", [], {"DATA": "$DATA", "DATASETS": "eurosat", "SHOTS": "4", "SEEDS": "1,2",
+                                    "METHODS": "ZeroshotCLIP,TaskResEnhanced,CoOp", "BACKBONE": "RN101",
+                                    "FEATURES_MODE": "online", "OUTPUT": "cmp"}),
+    ("scripts/all_methods.sh", [], {"DATA": "$DATA", "METHODS": "Nope"}),
+    ("train_regular.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1", "SEEDS": "1"}),
+    ("train_regular.sh", [], {"DATASETS": "oxford_flowers", "SHOTS": "16", "DRY_RUN": "1"}),
+    ("train_enhance.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1", "SEEDS": "1"}),
+    ("test_dg.sh", [], {"DATA": "$DATA", "TARGETS": "imagenet_a", "SEEDS": "1"}),
+]
+
+
+def describe_key(argv):
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(["-m", "engine.describe", *argv]).encode()).hexdigest()
+
+
+def prewarm(cache):
+    """engine.describe's answers to the questions the scripts ask here, from engine.describe.main."""
+    import contextlib
+    import io
+    import json
+
+    from engine.describe import main, methods
+
+    questions = [[m] for m in methods()]
+    questions += [[m, d, k] for m in methods() for d in ("dtd", "imagenet", "caltech101", "eurosat")
+                  for k in ("1", "4", "16")]
+    questions += [["TaskRes", d, k, "--get", "cfg"] for d in ("dtd", "oxford_flowers") for k in ("1", "16")]
+    questions += [["TaskRes", d, "16", "--get", "TRAINER.TaskRes.RESIDUAL_SCALE"] for d in ("dtd", "oxford_flowers")]
+    questions += [["MaskTuning", "caltech101", "16", "--get", "MASK.GDR_LAMBDA"]]
+    for argv in questions:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+        with open(os.path.join(cache, describe_key(argv)), "w") as f:
+            json.dump([code, out.getvalue(), err.getvalue()], f)
+
+
+def test_scripts_keep_their_command_lines(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    tmp = type(tmp_path)(os.path.realpath(tmp_path))
+    python = tmp / "fake_python"
+    python.write_text(CONTRACT_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    (tmp / "data").mkdir()
+    (tmp / "describe").mkdir()
+    prewarm(tmp / "describe")
+    calls = tmp / "calls.jsonl"
+
+    def mask(text):
+        return text.replace(str(tmp), "$TMP").replace(REPO, "$REPO")
+
+    got = []
+    for script, args, env in CONTRACT:
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHON": str(python),
+                "FAKE_CALLS": str(calls), "DESCRIBE_CACHE": str(tmp / "describe")}
+        full.update({k: v.replace("$DATA", str(tmp / "data")) for k, v in env.items()})
+        r = subprocess.run(["bash", os.path.join(REPO, script), *(a.replace("$DATA", str(tmp / "data")) for a in args)],
+                           cwd=str(tmp), env=full, capture_output=True, text=True, timeout=600)
+        ran = [json.loads(mask(line)) for line in calls.read_text().splitlines()] if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        got.append({"script": script, "args": args, "env": env, "status": r.returncode,
+                    "stdout": mask(r.stdout).splitlines(), "stderr": mask(r.stderr).splitlines(), "calls": ran})
+    if os.environ.get("RECORD_SCRIPT_CALLS") == "1":
+        with open(ARGV_FILE, "w") as f:
+            json.dump(got, f, indent=1)
+            f.write("\n")
+    with open(ARGV_FILE) as f:
+        expected = json.load(f)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g == e, f"{g['script']} {' '.join(g['args'])}"
+
+
+# The generic tools ask the registry (python -m engine.describe) for what differs between methods;
+# a method's name in them, even in a comment, is a case that a new method would miss.
+GENERIC = ["scripts/base2new.sh", "scripts/all_methods.sh", "scripts/common.sh", "scripts/run.sh"]
+
+
+@pytest.mark.parametrize("script", GENERIC)
+def test_generic_scripts_name_no_method(script):
+    import re
+
+    from engine.describe import methods
+
+    text = open(os.path.join(REPO, script)).read()
+    hits = [m for m in methods() if re.search(rf"(?<![A-Za-z0-9_]){re.escape(m)}(?![A-Za-z0-9_])", text)]
+    assert hits == [], f"{script} names {', '.join(hits)}"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train CLIP-Adapter on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/clip_adapter/main.sh DATASET CFG SHOTS RATIO [DATA]
 #
@@ -26,27 +27,8 @@ CFG=$2
 SHOTS=$3
 RATIO=$4
 DATA=${5:-${DATA:-}}
-SEEDS=${SEEDS:-1 2 3}
-OUTPUT=${OUTPUT:-output}
-read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
 
 check_data 5th || exit 2
-OUTPUT=$(from_caller "$OUTPUT")
 
-DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/CLIP_Adapter/${CFG}.yaml
-require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
-
-OPTS=(DATASET.NUM_SHOTS "$SHOTS" TRAINER.CLIP_ADAPTER.RATIO "$RATIO")
-backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
-
-# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
-run_seeds "${OUTPUT}/${DATASET}/CLIP_Adapter/${CFG_TAG}_${SHOTS}shots/ratio${RATIO}/seed{seed}" \
-    --root "$DATA" \
-    --seed {seed} \
-    --trainer CLIP_Adapter \
-    --dataset-config-file "$DATASET_CFG" \
-    --config-file "$TRAINER_CFG" \
-    --output-dir {dir} \
-    "${OPTS[@]}" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+exec bash "$REPO/scripts/run.sh" CLIP_Adapter "$DATASET" "$CFG" "$SHOTS" "$DATA" --variant "ratio${RATIO}" -- \
+    DATASET.NUM_SHOTS "$SHOTS" TRAINER.CLIP_ADAPTER.RATIO "$RATIO"

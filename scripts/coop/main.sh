@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train CoOp on one dataset for several seeds (CoOp's scripts/coop/main.sh, same arguments).
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/coop/main.sh DATASET CFG CTP NCTX SHOTS CSC [DATA]
 #
@@ -31,9 +32,6 @@ NCTX=$4
 SHOTS=$5
 CSC=$6
 DATA=${7:-${DATA:-}}
-SEEDS=${SEEDS:-1 2 3}
-OUTPUT=${OUTPUT:-output}
-read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
 
 case $CTP in
     end|middle|front) ;;
@@ -44,23 +42,6 @@ case $CSC in
     *) echo "error: CSC must be True or False, got '$CSC'" >&2; usage; exit 2 ;;
 esac
 check_data 7th || exit 2
-OUTPUT=$(from_caller "$OUTPUT")
 
-DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/CoOp/${CFG}.yaml
-require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
-
-OPTS=(TRAINER.COOP.N_CTX "$NCTX" TRAINER.COOP.CSC "$CSC" TRAINER.COOP.CLASS_TOKEN_POSITION "$CTP"
-      DATASET.NUM_SHOTS "$SHOTS")
-backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
-
-# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
-run_seeds "${OUTPUT}/${DATASET}/CoOp/${CFG_TAG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed{seed}" \
-    --root "$DATA" \
-    --seed {seed} \
-    --trainer CoOp \
-    --dataset-config-file "$DATASET_CFG" \
-    --config-file "$TRAINER_CFG" \
-    --output-dir {dir} \
-    "${OPTS[@]}" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+exec bash "$REPO/scripts/run.sh" CoOp "$DATASET" "$CFG" "$SHOTS" "$DATA" --variant "nctx${NCTX}_csc${CSC}_ctp${CTP}" -- \
+    TRAINER.COOP.N_CTX "$NCTX" TRAINER.COOP.CSC "$CSC" TRAINER.COOP.CLASS_TOKEN_POSITION "$CTP" DATASET.NUM_SHOTS "$SHOTS"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Fit the linear probe (CoOp's lpclip protocol) on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/linear_probe/main.sh DATASET CFG SHOTS [DATA]
 #
@@ -24,27 +25,8 @@ DATASET=$1
 CFG=$2
 SHOTS=$3
 DATA=${4:-${DATA:-}}
-SEEDS=${SEEDS:-1 2 3}
-OUTPUT=${OUTPUT:-output}
-read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
 
 check_data 4th || exit 2
-OUTPUT=$(from_caller "$OUTPUT")
 
-DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/LinearProbe/${CFG}.yaml
-require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
-
-OPTS=(DATASET.NUM_SHOTS "$SHOTS")
-backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
-
-# Each seed of $SEEDS: skipped when finished, else (re)run (the fit takes no epochs).
-run_seeds "${OUTPUT}/${DATASET}/LinearProbe/${CFG_TAG}_${SHOTS}shots/seed{seed}" \
-    --root "$DATA" \
-    --seed {seed} \
-    --trainer LinearProbe \
-    --dataset-config-file "$DATASET_CFG" \
-    --config-file "$TRAINER_CFG" \
-    --output-dir {dir} \
-    "${OPTS[@]}" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+# The fit takes no epochs: a rerun of an unfinished seed starts it again.
+exec bash "$REPO/scripts/run.sh" LinearProbe "$DATASET" "$CFG" "$SHOTS" "$DATA"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train mask tuning (R-AMT) on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/masktuning/main.sh DATASET SHOTS GDR_LAMBDA [DATA]
 #
@@ -27,10 +28,7 @@ DATASET=$1
 SHOTS=$2
 LAMBDA=$3
 DATA=${4:-${DATA:-}}
-SEEDS=${SEEDS:-1 2 3}
-OUTPUT=${OUTPUT:-output}
 TRAINER=${TRAINER:-MaskTuning}
-read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
 
 case $TRAINER in
     MaskTuning|CoOpMaskTuning) ;;
@@ -39,22 +37,6 @@ esac
 
 if [ "$DATASET" = "imagenet" ]; then CFG=${CFG:-imagenet_vit_b16}; else CFG=${CFG:-vit_b16}; fi
 check_data 4th || exit 2
-OUTPUT=$(from_caller "$OUTPUT")
 
-DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/${TRAINER}/${CFG}.yaml
-require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
-
-OPTS=(DATASET.NUM_SHOTS "$SHOTS" MASK.GDR_LAMBDA "$LAMBDA")
-backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
-
-# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
-run_seeds "${OUTPUT}/${DATASET}/${TRAINER}/${CFG_TAG}_${SHOTS}shots/lambda${LAMBDA}/seed{seed}" \
-    --root "$DATA" \
-    --seed {seed} \
-    --trainer "$TRAINER" \
-    --dataset-config-file "$DATASET_CFG" \
-    --config-file "$TRAINER_CFG" \
-    --output-dir {dir} \
-    "${OPTS[@]}" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+exec bash "$REPO/scripts/run.sh" "$TRAINER" "$DATASET" "$CFG" "$SHOTS" "$DATA" --variant "lambda${LAMBDA}" -- \
+    DATASET.NUM_SHOTS "$SHOTS" MASK.GDR_LAMBDA "$LAMBDA"

@@ -3,7 +3,7 @@
 #
 #   bash scripts/masktuning/train.sh DATASET [GDR_LAMBDA] [DATA]
 #
-#   GDR_LAMBDA  defaults to the per-dataset value (configs/recipes.yaml, MaskTuning): 0.3, or
+#   GDR_LAMBDA  defaults to the per-dataset value (the MaskTuning recipe): 0.3, or
 #               1.0 for imagenet, sun397 and food101 (and for every shot count but 16)
 #   DATA        dataset root; the argument after GDR_LAMBDA wins over the DATA environment
 #               variable (pass GDR_LAMBDA to give DATA as an argument)

@@ -2,7 +2,7 @@
 # Source it (`. scripts/taskres/grid.sh`); it defines functions and constants and runs nothing.
 #
 # The paper's grid: 11 datasets x 1/2/4/8/16 shots, RN50; the per-(dataset, shots) config and
-# alpha come from the TaskRes table in configs/recipes.yaml (python -m engine.describe).
+# alpha come from the TaskRes recipe in configs/trainers/TaskRes/ (python -m engine.describe).
 
 GRID_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 GRID_SHOTS="1 2 4 8 16"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train TaskRes on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/taskres/main.sh DATASET CFG ENHANCE SHOTS SCALE [DATA]
 #
@@ -28,12 +29,8 @@ ENHANCE=$3
 SHOTS=$4
 SCALE=$5
 DATA=${6:-${DATA:-}}
-SEEDS=${SEEDS:-1 2 3}
-OUTPUT=${OUTPUT:-output}
-read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
 
 check_data 6th || exit 2
-OUTPUT=$(from_caller "$OUTPUT")
 if [ "$ENHANCE" = "none" ]; then
     BASE=regular
 else
@@ -45,21 +42,5 @@ else
     fi
 fi
 
-DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/TaskRes/${CFG}.yaml
-require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
-
-OPTS=(DATASET.NUM_SHOTS "$SHOTS" TRAINER.TaskRes.RESIDUAL_SCALE "$SCALE")
-backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
-
-# Each seed of $SEEDS: skipped when finished, else (re)run; train.py resumes from its checkpoint.
-run_seeds "${OUTPUT}/${DATASET}/TaskRes/${CFG_TAG}_${SHOTS}shots/base_${BASE}_alpha${SCALE}/seed{seed}" \
-    --root "$DATA" \
-    --seed {seed} \
-    --trainer TaskRes \
-    --dataset-config-file "$DATASET_CFG" \
-    --config-file "$TRAINER_CFG" \
-    --output-dir {dir} \
-    --enhanced-base "$ENHANCE" \
-    "${OPTS[@]}" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+exec bash "$REPO/scripts/run.sh" TaskRes "$DATASET" "$CFG" "$SHOTS" "$DATA" --variant "base_${BASE}_alpha${SCALE}" -- \
+    --enhanced-base "$ENHANCE" DATASET.NUM_SHOTS "$SHOTS" TRAINER.TaskRes.RESIDUAL_SCALE "$SCALE"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run Tip-Adapter (training-free) or Tip-Adapter-F on one dataset for several seeds.
+# Checks its arguments, then runs scripts/run.sh (the seed loop shared by every method).
 #
 #   bash scripts/tip_adapter/main.sh TRAINER DATASET SHOTS [DATA]
 #
@@ -27,23 +28,15 @@ TRAINER=$1
 DATASET=$2
 SHOTS=$3
 DATA=${4:-${DATA:-}}
-SEEDS=${SEEDS:-1 2 3}
-OUTPUT=${OUTPUT:-output}
 CFG=${CFG:-$DATASET}
 SEARCH_SPLIT=${SEARCH_SPLIT:-val}
 EPOCH_SELECTION=${EPOCH_SELECTION:-val}
-read -r -a EXTRA <<< "${EXTRA_OPTS:-}"
 
 case $TRAINER in
     TipAdapter|TipAdapterF) ;;
     *) echo "error: TRAINER must be TipAdapter or TipAdapterF, got '$TRAINER'" >&2; usage; exit 2 ;;
 esac
 check_data 4th || exit 2
-OUTPUT=$(from_caller "$OUTPUT")
-
-DATASET_CFG=configs/datasets/${DATASET}.yaml
-TRAINER_CFG=configs/trainers/${TRAINER}/${CFG}.yaml
-require_config "$DATASET_CFG" "$TRAINER_CFG" || exit 2
 
 OPTS=(DATASET.NUM_SHOTS "$SHOTS" TRAINER.TIP.SEARCH_SPLIT "$SEARCH_SPLIT")
 PROTOCOL=search_${SEARCH_SPLIT}
@@ -51,16 +44,4 @@ if [ "$TRAINER" = TipAdapterF ]; then
     OPTS+=(TRAINER.TIP.EPOCH_SELECTION "$EPOCH_SELECTION")
     PROTOCOL=${PROTOCOL}_epoch_${EPOCH_SELECTION}
 fi
-backbone_override "$CFG"  # $BACKBONE: folder CFG-<tag>, MODEL.BACKBONE.NAME in OPTS
-
-# Each seed of $SEEDS: skipped when finished, else (re)run (Tip-Adapter-F resumes from its
-# checkpoint).
-run_seeds "${OUTPUT}/${DATASET}/${TRAINER}/${CFG_TAG}_${SHOTS}shots/${PROTOCOL}/seed{seed}" \
-    --root "$DATA" \
-    --seed {seed} \
-    --trainer "$TRAINER" \
-    --dataset-config-file "$DATASET_CFG" \
-    --config-file "$TRAINER_CFG" \
-    --output-dir {dir} \
-    "${OPTS[@]}" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+exec bash "$REPO/scripts/run.sh" "$TRAINER" "$DATASET" "$CFG" "$SHOTS" "$DATA" --variant "$PROTOCOL" -- "${OPTS[@]}"
