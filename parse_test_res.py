@@ -217,9 +217,9 @@ def build_parser():
             "Exit status: 0 ok, 1 nothing could be parsed, 2 DIRECTORY is not a folder."),
         epilog=(
             "examples:\n"
-            "  python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots/base_regular_alpha0.5\n"
-            "  python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots --multi-exp\n"
-            "  python parse_test_res.py output/ZeroshotCLIP2/rn50 --test-log\n"
+            "  python parse_test_res.py output/<dataset>/<METHOD>/<cfg>_16shots/<variant>\n"
+            "  python parse_test_res.py output/<dataset>/<METHOD>/<cfg>_16shots --multi-exp\n"
+            "  python parse_test_res.py output/<ZEROSHOT_METHOD>/<cfg> --test-log\n"
             "  python parse_test_res.py output --table --ci95"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=str, help="folder that contains the run folders")

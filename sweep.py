@@ -1,12 +1,12 @@
 """Run a grid of runs for one dataset and backbone in one process, for any trainer.
 
     python sweep.py --shots 1 2 4 8 16 --seeds 1 2 3 --recipe \\
-        --root DATA --trainer METHOD --dataset-config-file configs/datasets/eurosat.yaml \\
-        --output-dir output/eurosat/METHOD FEATURES.MODE cached
+        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
+        --output-dir output/eurosat/TaskRes FEATURES.MODE cached
 
     python sweep.py --shots 1 2 --seeds 1 2 --set OPTIM.LR=1e-3,2e-3 --set OPTIM.MAX_EPOCH=10,20 \\
-        --root DATA --trainer METHOD --dataset-config-file configs/datasets/eurosat.yaml \\
-        --config-file configs/trainers/METHOD/CONFIG.yaml --output-dir output/lr
+        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
+        --config-file configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml --output-dir output/lr
 
 Every run writes its own folder, log.txt, checkpoint and results.json exactly as `train.py`
 would; the CLIP models (one per backbone and precision), the text classifiers and (in
