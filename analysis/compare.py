@@ -6,7 +6,7 @@ Few-shot: one table per dataset (plus the average over datasets when there are s
 a row per method, a column per shot count, `mean ± std` over seeds; zero-shot CLIP appears as a
 row with the same value in every column. Base-to-new (runs with DATASET.SUBSAMPLE_CLASSES base
 and new): base, new and their harmonic mean per method and dataset, computed from the
-seed-averaged accuracies as CoCoOp reports them, plus the average over datasets.
+seed-averaged accuracies as the conditional-prompt paper reports them, plus the average over datasets.
 Methods are told apart by what the runs recorded (trainer, the method's variant, backbone, and a
 selection made on the test split), never by folder names.
 """

@@ -6,7 +6,7 @@ so a run finished by `train_regular.sh` is a finished run of a study and the oth
     few-shot     <output>/<dataset>/<Trainer>/<cfg>_<K>shots[/<variant>][/<tag>]/seed<S>
     zero-shot    <output>/<Trainer>/<cfg>/<dataset>                    (eval_only, shots 0, seeds null)
     base-to-new  <output>/base2new/train_base/<dataset>/shots_<K>/<Trainer>/<cfg>[/...]/seed<S>
-                 and the new-class evaluation in .../test_new/... (CoCoOp's scripts)
+                 and the new-class evaluation in .../test_new/... (the base-to-new scripts)
     dg           the source's few-shot folders, evaluated into
                  <output>/<target>/<Trainer>/<dg cfg or cfg_Kshots>[/<variant>][/<tag>]/seed<S>
     product      <output>/<need>/<dataset>/<tag>_<K>shots, installed to
