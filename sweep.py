@@ -87,17 +87,10 @@ def parse_sets(items):
     return out
 
 
-def _config_value(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
-
-
 def _axis_values(sweep, axis, cfg0, recipe_value):
     """The values of one axis, typed as its config key's default: the flag's, else the recipe's,
     else the config's."""
-    default = _config_value(cfg0, axis.key)
+    default = axis.value(cfg0)
     texts = getattr(sweep, _dest(_flag(axis)), None)
     if not texts:
         texts = [recipe_value] if recipe_value is not None else [default]

@@ -102,13 +102,6 @@ def _template(text, fields, where):
         raise StudyError(str(e)) from None
 
 
-def _config_value(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
-
-
 def placeholder_defaults():
     """"" for every variant fact and axis of the registered methods (a template may name them)."""
     fields = {}
@@ -254,7 +247,7 @@ class Planner:
         grid = dict(combo)
         axis_values, grid_axes = [], []
         for axis in cls.axes:
-            default = _config_value(cfg0, axis.key)
+            default = axis.value(cfg0)
             value = str(type(default)(grid.get(axis.key, opts.get(axis.key, default))))
             opts.pop(axis.key, None)
             axis_values.append((axis.key, value))
