@@ -1,4 +1,4 @@
-"""Average test results over seeds (CoOp-compatible command line and output).
+"""Average test results over seeds (the reference script's command line and output).
 
     python parse_test_res.py DIRECTORY [--ci95] [--test-log] [--multi-exp] [--keyword accuracy]
                                        [--from-log] [--table] [--base2new]
@@ -14,7 +14,7 @@ Examples:
     python parse_test_res.py output --table
     python parse_test_res.py output/base2new --base2new
 
-Differences from CoOp's script, none of which changes the output of a complete run folder
+Differences from the reference script, none of which changes the output of a complete run folder
 whose only log is log.txt and which has no results.json:
   * a run folder without a log or without a result is reported (`skip ...`, on stderr) and left
     out, instead of stopping everything with an assertion;
@@ -24,7 +24,7 @@ whose only log is log.txt and which has no results.json:
     decimal); --from-log turns this off;
   * --table prints one mean +- std row per experiment for a whole tree of runs;
   * --base2new pairs every experiment under DIRECTORY/train_base with the same path under
-    DIRECTORY/test_new (CoCoOp's layout) and prints base, new and their harmonic mean, computed
+    DIRECTORY/test_new (the base-to-new layout) and prints base, new and their harmonic mean, computed
     from the seed-averaged accuracies, plus the average over all pairs;
   * the exit status is 1 when nothing could be parsed, 2 when DIRECTORY is not a folder.
 """
@@ -174,7 +174,7 @@ def print_base_to_new(root, keyword="accuracy", ci95=False, from_log=False, out=
     base_root, new_root = os.path.join(root, "train_base"), os.path.join(root, "test_new")
     for folder in (base_root, new_root):
         if not os.path.isdir(folder):
-            print(f"error: {folder} is not a folder (expected CoCoOp's base-to-new layout: "
+            print(f"error: {folder} is not a folder (expected the base-to-new layout: "
                   f"{root}/train_base/... and {root}/test_new/...)", file=err)
             return None
     rows = []
@@ -217,9 +217,9 @@ def build_parser():
             "Exit status: 0 ok, 1 nothing could be parsed, 2 DIRECTORY is not a folder."),
         epilog=(
             "examples:\n"
-            "  python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots/base_regular_alpha0.5\n"
-            "  python parse_test_res.py output/caltech101/TaskRes/adam_lr2e-3_B256_ep200_16shots --multi-exp\n"
-            "  python parse_test_res.py output/ZeroshotCLIP2/rn50 --test-log\n"
+            "  python parse_test_res.py output/<dataset>/<METHOD>/<cfg>_16shots/<variant>\n"
+            "  python parse_test_res.py output/<dataset>/<METHOD>/<cfg>_16shots --multi-exp\n"
+            "  python parse_test_res.py output/<ZEROSHOT_METHOD>/<cfg> --test-log\n"
             "  python parse_test_res.py output --table --ci95"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=str, help="folder that contains the run folders")
@@ -237,7 +237,7 @@ def build_parser():
                            "with a log or results.json, or named seed<N>) and print one row per "
                            "experiment: number of runs, mean, std (or ci95)")
     mode.add_argument("--base2new", action="store_true",
-                      help="DIRECTORY holds train_base/ and test_new/ trees (CoCoOp's layout): print base, "
+                      help="DIRECTORY holds train_base/ and test_new/ trees (the base-to-new layout): print base, "
                            "new and harmonic mean per experiment and on average")
     parser.add_argument("--keyword", default="accuracy", type=str,
                         help="metric to parse: accuracy (default), error, macro_f1")

@@ -8,8 +8,8 @@ Slurm, then compare the results.
     python study.py status FILE [--failed]                             # done/running/failed/pending
     python study.py table  FILE [--csv table.csv]                      # mean +- std over seeds
 
-The study file (docs/studies.md) names the datasets, methods (recipe tables of
-configs/recipes.yaml or config files + overrides), shots, seeds, extra key grids, backbones and
+The study file (docs/studies.md) names the datasets, methods (registered methods
+with their recipes, or config files + overrides), shots, seeds, extra key grids, backbones and
 the protocol (few-shot, base-to-new, dg). Each run is a train.py run in the folder the shell
 scripts use, so `train_regular.sh` and a study see the same finished runs. Runs are skipped when
 finished and resume when interrupted, so `run` can be repeated at any time; a failing run is

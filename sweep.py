@@ -1,12 +1,12 @@
 """Run a grid of runs for one dataset and backbone in one process, for any trainer.
 
     python sweep.py --shots 1 2 4 8 16 --seeds 1 2 3 --recipe \\
-        --root DATA --trainer METHOD --dataset-config-file configs/datasets/eurosat.yaml \\
-        --output-dir output/eurosat/METHOD FEATURES.MODE cached
+        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
+        --output-dir output/eurosat/TaskRes FEATURES.MODE cached
 
     python sweep.py --shots 1 2 --seeds 1 2 --set OPTIM.LR=1e-3,2e-3 --set OPTIM.MAX_EPOCH=10,20 \\
-        --root DATA --trainer METHOD --dataset-config-file configs/datasets/eurosat.yaml \\
-        --config-file configs/trainers/METHOD/CONFIG.yaml --output-dir output/lr
+        --root DATA --trainer TaskRes --dataset-config-file configs/datasets/eurosat.yaml \\
+        --config-file configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml --output-dir output/lr
 
 Every run writes its own folder, log.txt, checkpoint and results.json exactly as `train.py`
 would; the CLIP models (one per backbone and precision), the text classifiers and (in
@@ -87,17 +87,10 @@ def parse_sets(items):
     return out
 
 
-def _config_value(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
-
-
 def _axis_values(sweep, axis, cfg0, recipe_value):
     """The values of one axis, typed as its config key's default: the flag's, else the recipe's,
     else the config's."""
-    default = _config_value(cfg0, axis.key)
+    default = axis.value(cfg0)
     texts = getattr(sweep, _dest(_flag(axis)), None)
     if not texts:
         texts = [recipe_value] if recipe_value is not None else [default]

@@ -6,8 +6,8 @@ Few-shot: one table per dataset (plus the average over datasets when there are s
 a row per method, a column per shot count, `mean ± std` over seeds; zero-shot CLIP appears as a
 row with the same value in every column. Base-to-new (runs with DATASET.SUBSAMPLE_CLASSES base
 and new): base, new and their harmonic mean per method and dataset, computed from the
-seed-averaged accuracies as CoCoOp reports them, plus the average over datasets.
-Methods are told apart by what the runs recorded (trainer, TaskRes base, backbone, and a
+seed-averaged accuracies as the conditional-prompt paper reports them, plus the average over datasets.
+Methods are told apart by what the runs recorded (trainer, the method's variant, backbone, and a
 selection made on the test split), never by folder names.
 """
 import argparse
@@ -49,8 +49,8 @@ def zero_shot_rows(runs):
 
 def few_shot_tables(runs):
     """(rows, datasets): curve rows (per dataset and the average) and the datasets they cover."""
-    # TaskResEnhancedBase runs only produce the enhanced base that TaskRes runs then use.
-    runs = [r for r in runs if _subsample(r) == "all" and r.trainer != "TaskResEnhancedBase"]
+    # A producer's runs make another method's input (MethodFacts.produces), not a row.
+    runs = [r for r in runs if _subsample(r) == "all" and not r.is_product]
     rows = curve_table(runs)
     datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
     if len(datasets) > 1:

@@ -6,9 +6,9 @@ mean ± std over seeds (population std, as parse_test_res.py), drawn as error ba
     python -m analysis.curves output --dataset average --out average.png
 
 --dataset all: one panel per dataset plus an "Average" panel; average: that panel only; a
-dataset name: its panel only. Methods are told apart by trainer and base (`TaskRes`,
-`TaskRes (enhanced base)`, other trainers, with the backbone when it is not RN50); --by-alpha
-splits them by residual scale as well (the paper's recipe uses α=1.0 for Flowers102 and 0.5
+dataset name: its panel only. Methods are told apart by their table labels (the trainer, or the
+label its method gives a variant such as an enhanced base, with the backbone when it is not
+RN50); --by-alpha splits them by residual scale as well (the paper's recipe uses α=1.0 for Flowers102 and 0.5
 elsewhere, so that split is off by default). Zero-shot runs found under the roots are drawn as a
 dashed horizontal line.
 
@@ -193,7 +193,7 @@ def build_parser():
     p.add_argument("--csv", help="also write the plotted points to this CSV file")
     p.add_argument("--by-alpha", action="store_true", help="one line per residual scale as well")
     p.add_argument("--method", action="append", metavar="LABEL",
-                   help="only this method label (repeatable), e.g. 'TaskRes (enhanced base)'")
+                   help="only this method label (repeatable), as the figure's legend shows it")
     return p
 
 

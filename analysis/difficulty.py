@@ -1,11 +1,11 @@
-"""Transfer difficulty vs learned residual magnitude (the TaskRes paper's analysis).
+"""Transfer difficulty vs learned residual magnitude (the task-residual paper's analysis).
 
 For each dataset:
 
 * relative transfer difficulty  d = (1/K) / a_zs
   chance accuracy over zero-shot CLIP accuracy, both as fractions (K = number of classes);
   a harder transfer has a zero-shot classifier closer to chance, so d is larger;
-* residual magnitude, from the TaskRes checkpoint (base t, residual x, scale α):
+* residual magnitude, from the run's checkpoint (base t, residual x, scale α):
   absolute  m = (1/K) Σ_k ||α·x_k||₂         (the default on the y axis)
   relative  r = (1/K) Σ_k ||α·x_k||₂ / ||t_k||₂  (--metric relative)
   each computed per seed and then averaged over the seeds.
@@ -13,11 +13,13 @@ For each dataset:
 One point per dataset, labelled, with the Pearson correlation between d and the plotted
 magnitude in the title. The CSV holds both magnitudes.
 
-    python -m analysis.difficulty output --zeroshot output/ZeroshotCLIP2/rn50 --out difficulty.png \\
+    python -m analysis.difficulty output --zeroshot output/ZEROSHOT_METHOD/rn50 --out difficulty.png \\
         [--csv difficulty.csv] [--shots 16] [--base regular] [--metric absolute|relative]
 
 K is read from the checkpoint (rows of the residual). The zero-shot accuracy of a dataset is the
-mean of its zero-shot runs (ZeroshotCLIP2 when there are both trainers, unless --zs-trainer).
+mean of its zero-shot runs (the last zero-shot method in name order where several ran, unless
+--zs-trainer). The runs analysed are those of the methods with a residual-scale axis `alpha`
+(`python -m engine.describe METHOD`: axes), whose checkpoints hold base and residual.
 """
 import argparse
 import math
@@ -27,8 +29,8 @@ from collections import defaultdict
 import numpy as np
 
 from .output import new_figure, save_figure, write_csv
-from .runs import (ZERO_SHOT_TRAINERS, display_name, find_runs, load_taskres, residual_magnitudes,
-                   zero_shot_accuracies)
+from .runs import (display_name, find_runs, load_taskres, residual_magnitudes, residual_methods,
+                   zero_shot_accuracies, zero_shot_trainers)
 
 CSV_FIELDS = [
     "dataset", "display_name", "num_classes", "shots", "base", "alpha", "config", "backbone", "seeds",
@@ -57,10 +59,10 @@ def pearson(x, y):
 
 
 def select_taskres(runs, shots, base="regular", alpha=None, backbone=None):
-    """{dataset: [runs]} of TaskRes training runs at `shots` with the given base."""
+    """{dataset: [runs]} of residual-learning training runs at `shots` with the given base."""
     by = defaultdict(list)
     for run in runs:
-        if run.trainer != "TaskRes" or run.shots != shots or not run.dataset:
+        if run.trainer not in residual_methods() or run.shots != shots or not run.dataset:
             continue
         if base != "any" and (run.base or "regular") != base:
             continue
@@ -79,7 +81,7 @@ def select_taskres(runs, shots, base="regular", alpha=None, backbone=None):
 
 
 def collect(runs, zs_runs, shots=16, base="regular", alpha=None, backbone=None, zs_trainer=None, warn=True):
-    """One row (see CSV_FIELDS) per dataset with TaskRes checkpoints and a zero-shot result."""
+    """One row (see CSV_FIELDS) per dataset with residual checkpoints and a zero-shot result."""
     unique = {run.path: run for run in list(runs) + list(zs_runs)}  # a run under both roots counts once
     zero_shot = zero_shot_accuracies(unique.values(), zs_trainer)
     rows = []
@@ -164,27 +166,27 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="python -m analysis.difficulty",
         description="Relative transfer difficulty (chance / zero-shot accuracy) against the magnitude "
-                    "of the learned TaskRes residual, one point per dataset (mean over seeds).",
+                    "of the learned task residual, one point per dataset (mean over seeds).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="magnitudes: absolute = mean over classes of ||alpha*x_k||_2; relative = mean over classes "
                "of ||alpha*x_k||_2 / ||t_k||_2 (t: base). Both are in the CSV.")
-    p.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for TaskRes runs")
+    p.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for residual-learning runs")
     p.add_argument("--zeroshot", nargs="+", default=[], metavar="ZS_ROOT",
-                   help="folders searched for zero-shot runs (ZeroshotCLIP/ZeroshotCLIP2); zero-shot "
+                   help="folders searched for zero-shot runs (evaluation-only methods); zero-shot "
                         "runs under RUN_ROOT count too")
     p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg)")
     p.add_argument("--csv", help="also write the table to this CSV file")
-    p.add_argument("--shots", type=int, default=16, help="shots of the TaskRes runs (default 16)")
+    p.add_argument("--shots", type=int, default=16, help="shots of the residual-learning runs (default 16)")
     p.add_argument("--base", choices=("regular", "enhanced", "any"), default="regular",
-                   help="base of the TaskRes runs (default regular)")
-    p.add_argument("--alpha", type=float, help="only TaskRes runs with this residual scale")
+                   help="base of the residual-learning runs (default regular)")
+    p.add_argument("--alpha", type=float, help="only runs with this residual scale")
     p.add_argument("--backbone", help="only runs with this backbone (e.g. RN50)")
     p.add_argument("--metric", choices=sorted(METRICS), default="absolute",
                    help="magnitude on the y axis (default absolute)")
     p.add_argument("--logx", action="store_true",
                    help="logarithmic x axis (the correlation is still computed on the linear values)")
-    p.add_argument("--zs-trainer", choices=ZERO_SHOT_TRAINERS,
-                   help="zero-shot trainer to use (default: ZeroshotCLIP2 where present)")
+    p.add_argument("--zs-trainer", choices=zero_shot_trainers(),
+                   help="zero-shot trainer to use (default: the last in name order where several ran)")
     return p
 
 
@@ -194,11 +196,11 @@ def main(argv=None):
         runs = find_runs(args.roots)
         zs_runs = find_runs(args.zeroshot) if args.zeroshot else []
         if not any(r.is_zero_shot for r in list(runs) + list(zs_runs)):
-            raise AnalysisError("no zero-shot runs found; pass --zeroshot output/ZeroshotCLIP2/rn50 "
+            raise AnalysisError("no zero-shot runs found; pass --zeroshot with their output folder "
                                 "(made by scripts/taskres/zeroshot_all.sh)")
         rows = collect(runs, zs_runs, args.shots, args.base, args.alpha, args.backbone, args.zs_trainer)
         if not rows:
-            raise AnalysisError(f"no dataset has both TaskRes {args.base}-base checkpoints at {args.shots} "
+            raise AnalysisError(f"no dataset has both residual {args.base}-base checkpoints at {args.shots} "
                                 f"shots and a zero-shot result")
     except (AnalysisError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

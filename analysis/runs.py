@@ -1,19 +1,20 @@
-"""Finished runs on disk: where they are, what they are, and the TaskRes weights they hold.
+"""Finished runs on disk: where they are, what they are, and the learned residuals they hold.
 
 A run folder is a folder with a `results.json` or a log (`log.txt`, `log.txt-<time>`); the search
 does not descend into it. Its accuracy comes from `results.json` (full precision), or else from
 the last `* accuracy: X%` after `=> result` in its newest log. Folders without a result
 (unfinished runs) are left out.
 
-Metadata comes from `results.json` first (trainer, dataset, num_shots, seed, backbone), then
-from the folder names that the scripts write:
+Metadata comes from `results.json` first (trainer, dataset, num_shots, seed, backbone, the
+method's extras), then from the folder names that the scripts write (engine/layout.py):
 
-    <dataset>/TaskRes/<cfg>_<K>shots/base_<regular|enhanced>_alpha<a>/seed<S>   (main.sh)
-    <Trainer>/<cfg>/<dataset>                                                  (zeroshot.sh)
-    <target>/TaskRes/<cfg>/base_<regular|enhanced>_alpha<a>/seed<S>            (test_dg.sh)
+    <dataset>/<Trainer>/<cfg>_<K>shots/<variant>/seed<S>   (main.sh)
+    <Trainer>/<cfg>/<dataset>                              (zeroshot.sh)
+    <target>/<Trainer>/<cfg>/<variant>/seed<S>             (test_dg.sh)
 
-and last from the log (`Loading trainer:`, `Loading dataset:`, `>> Use enhanced base!`,
-`>> DCT scale factor:`), so that runs of the reference code are read too.
+and last from the log (`Loading trainer:`, `Loading dataset:`, and the method's own lines for
+its variant facts, MethodFacts.variant_log), so that runs of the reference code are read too.
+A variant folder is read back by its method (MethodFacts.variant_facts).
 
     python -m analysis.runs RUN_ROOT [RUN_ROOT ...]     # list what is found
 """
@@ -30,7 +31,11 @@ import torch
 
 from datasets import all_info
 from engine.checkpoint import load_checkpoint
+from engine.describe import method as registered_method
+from engine.describe import methods as registered_methods
 from engine.errors import UserError
+from engine.layout import RESULTS_FILE, has_log
+
 from .logs import TEST_END_SIGNAL, find_log, parse_log
 
 # The papers' order of datasets, which figures and tables follow; other datasets come after, by stem.
@@ -43,23 +48,37 @@ _INFO = sorted(all_info(), key=lambda i: (PAPER_ORDER.index(i.stem) if i.stem in
 DATASET_NAMES = {i.stem: i.name for i in _INFO}
 STEMS = {name: stem for stem, name in DATASET_NAMES.items()}
 DISPLAY_NAMES = {i.stem: i.display_name for i in _INFO}
-ZERO_SHOT_TRAINERS = ("ZeroshotCLIP", "ZeroshotCLIP2")
-KNOWN_TRAINERS = ("TaskRes", "TaskResEnhancedBase", "ZeroshotCLIP", "ZeroshotCLIP2", "CoOp", "CoCoOp",
-                  "LinearProbe", "CLIPAdapter", "TipAdapter", "TipAdapterF", "MaskTuning")
-RESULTS_JSON = "results.json"
+RESULTS_JSON = RESULTS_FILE
 SKIP_DIRS = {"prompt_learner", "tensorboard"}
 
 _SHOTS_DIR = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
-_BASE_DIR = re.compile(r"^base_(?P<base>regular|enhanced)_alpha(?P<alpha>[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)$")
 _SEED_DIR = re.compile(r"^seed(?P<seed>\d+)$")
 _CKPT_FILE = re.compile(r"^model\.pth\.tar-(?P<epoch>\d+)$")
 _LOG_PATTERNS = {
     "trainer": re.compile(r"^Loading trainer: (\S+)"),
     "dataset": re.compile(r"^Loading dataset: (\S+)"),
     "backbone": re.compile(r"^Loading CLIP \(backbone: ([^)]+)\)"),
-    "alpha": re.compile(r"^>> DCT scale factor:\s+([0-9.eE+-]+)"),
-    "base": re.compile(r"^>> Use (regular|enhanced) base!"),
 }
+
+
+def _facts(trainer):
+    """The registered class of a trainer name, or None."""
+    return registered_method(trainer) if trainer in registered_methods() else None
+
+
+def zero_shot_trainers():
+    """The evaluation-only methods, in name order (the later one is preferred where both ran)."""
+    return tuple(n for n in registered_methods() if registered_method(n).evaluation_only)
+
+
+def residual_methods():
+    """The methods whose axis `alpha` scales a learned residual (their checkpoints hold base and residual)."""
+    return tuple(n for n in registered_methods() if any(a.name == "alpha" for a in registered_method(n).axes))
+
+
+def producers():
+    """{product name: producer method} over the registered methods."""
+    return {registered_method(n).produces: n for n in registered_methods() if registered_method(n).produces}
 
 
 @dataclass
@@ -72,26 +91,37 @@ class Run:
     shots: Optional[int] = None  # None: zero-shot, full data or evaluation-only
     seed: Optional[int] = None
     backbone: Optional[str] = None
-    base: Optional[str] = None  # TaskRes: "regular" or "enhanced"
-    alpha: Optional[float] = None  # TaskRes residual scale
+    base: Optional[str] = None  # variant fact: the base a residual was learned on ("regular", "enhanced")
+    alpha: Optional[float] = None  # variant fact: the residual scale
     config: Optional[str] = None  # trainer config name, e.g. adam_lr2e-3_B256_ep200
     results: Dict = field(default_factory=dict)
     eval_only: bool = False  # an evaluation of a checkpoint (recorded by train.py), not a training run
 
     @property
     def is_zero_shot(self):
-        return self.trainer in ZERO_SHOT_TRAINERS
+        cls = _facts(self.trainer)
+        return cls is not None and bool(cls.evaluation_only)
+
+    @property
+    def is_product(self):
+        """A producer's run: it makes another method's input, not a result of its own."""
+        cls = _facts(self.trainer)
+        return cls is not None and bool(cls.produces)
 
     def method(self, with_alpha=False):
         return method_label(self, with_alpha)
 
 
 def method_label(run, with_alpha=False):
-    """`TaskRes`, `TaskRes (enhanced base)`, the trainer name otherwise; `, α=0.5` with
-    with_alpha; ` [ViT-B/16]` for a backbone other than RN50."""
+    """The method's table label (MethodFacts.table_label over the run's extras and variant
+    facts), the trainer name for an unregistered one; `, α=0.5` with with_alpha; ` [ViT-B/16]`
+    for a backbone other than RN50."""
     label = run.trainer or "unknown"
-    if run.trainer == "TaskRes" and run.base == "enhanced":
-        label = "TaskRes (enhanced base)"
+    cls = _facts(run.trainer)
+    if cls is not None:
+        extras = dict(run.results.get("extras") or {}) if isinstance(run.results.get("extras"), dict) else {}
+        extras.update({k: v for k, v in (("base", run.base), ("alpha", run.alpha)) if v is not None})
+        label = cls.table_label(extras)
     if with_alpha and run.alpha is not None:
         label += f", α={run.alpha:g}"
     if run.backbone and run.backbone != "RN50":
@@ -133,22 +163,35 @@ def _number(value):
     return value
 
 
-def _scan_log(log):
-    """First match of each _LOG_PATTERNS entry in a log (the header lines)."""
+def _scan_log(log, patterns=None):
+    """First match of each pattern (default _LOG_PATTERNS) in a log (the header lines)."""
+    patterns = _LOG_PATTERNS if patterns is None else patterns
     found = {}
     if log is None:
         return found
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
-            for key, regex in _LOG_PATTERNS.items():
+            for key, regex in patterns.items():
                 if key not in found:
                     match = regex.match(line)
                     if match:
                         found[key] = match.group(1)
-            if len(found) == len(_LOG_PATTERNS):
+            if len(found) == len(patterns):
                 break
     return found
+
+
+def _variant_from_folders(parts, cls):
+    """The variant facts of the innermost folder part a method reads back (the run's method
+    first, then every registered one, so a run of an unknown trainer is read too)."""
+    readers = ([cls] if cls is not None else []) + [registered_method(n) for n in registered_methods()]
+    for part in reversed(parts):
+        for reader in readers:
+            facts = reader.variant_facts(part)
+            if facts:
+                return facts
+    return {}
 
 
 def read_run(run_dir):
@@ -179,10 +222,12 @@ def read_run(run_dir):
     # trainer
     trainer = results.get("trainer")
     if not isinstance(trainer, str) or not trainer:
-        trainer = next((p for p in reversed(parts) if p in KNOWN_TRAINERS), None) or from_log("trainer")
-        if trainer is None and "enhanced_base" in parts:  # scripts/taskres/enhance_base.sh
-            trainer = "TaskResEnhancedBase"
+        known = set(registered_methods())
+        trainer = next((p for p in reversed(parts) if p in known), None) or from_log("trainer")
+        if trainer is None:  # a producer's folder is named by its product (engine/layout.py)
+            trainer = next((m for product, m in producers().items() if product in parts), None)
     run.trainer = trainer
+    cls = _facts(trainer)
 
     # dataset
     name = results.get("dataset")
@@ -217,25 +262,21 @@ def read_run(run_dir):
     backbone = results.get("backbone")
     run.backbone = backbone if isinstance(backbone, str) and backbone else from_log("backbone")
 
-    # TaskRes base and alpha: recorded, else the folder names, else the log
-    base_dir = next((m for m in map(_BASE_DIR.match, reversed(parts)) if m), None)
+    # variant facts (base and alpha): recorded, else the folder names, else the method's log lines
+    folder_facts = _variant_from_folders(parts, cls)
     if isinstance(extras.get("base"), str) and _number(extras.get("alpha")) is not None:
         run.base, run.alpha = extras["base"], float(extras["alpha"])
-    elif base_dir:
-        run.base = base_dir.group("base")
-        run.alpha = float(base_dir.group("alpha"))
-    elif trainer == "TaskRes":
-        run.base = from_log("base")
-        alpha = from_log("alpha")
+    elif folder_facts:
+        run.base = folder_facts.get("base")
+        run.alpha = float(folder_facts["alpha"]) if "alpha" in folder_facts else None
+    elif cls is not None and cls.variant_log:
+        logged = _scan_log(log, {k: re.compile(v) for k, v in cls.variant_log.items()})
+        run.base = logged.get("base")
         try:
-            run.alpha = float(alpha) if alpha is not None else None
+            run.alpha = float(logged["alpha"]) if "alpha" in logged else None
         except ValueError:
             run.alpha = None
     return run
-
-
-def _has_log(names):
-    return "log.txt" in names or any(n.startswith("log.txt-") for n in names)
 
 
 def find_runs(roots, warn=True):
@@ -249,7 +290,7 @@ def find_runs(roots, warn=True):
             raise FileNotFoundError(f"{root} is not a folder")
         for current, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
-            if RESULTS_JSON not in filenames and not _has_log(filenames):
+            if RESULTS_JSON not in filenames and not has_log(filenames):
                 continue
             dirnames[:] = []  # a run folder holds no other runs
             if current in seen:
@@ -264,24 +305,24 @@ def find_runs(roots, warn=True):
 
 
 def zero_shot_accuracies(runs, trainer=None):
-    """{dataset: (trainer, mean accuracy in %)} over the zero-shot runs; ZeroshotCLIP2 is used
-    where a dataset has runs of both zero-shot trainers, unless `trainer` picks one."""
+    """{dataset: (trainer, mean accuracy in %)} over the zero-shot runs; where a dataset has runs
+    of several zero-shot trainers the last in name order is used, unless `trainer` picks one."""
     by = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if run.is_zero_shot and run.dataset and (trainer is None or run.trainer == trainer):
             by[run.dataset][run.trainer].append(run.accuracy)
     out = {}
     for dataset, per_trainer in by.items():
-        name = next(t for t in reversed(ZERO_SHOT_TRAINERS) if t in per_trainer)
+        name = next(t for t in reversed(zero_shot_trainers()) if t in per_trainer)
         out[dataset] = (name, sum(per_trainer[name]) / len(per_trainer[name]))
     return out
 
 
-# ---------------------------------------------------------------- TaskRes checkpoints
+# ---------------------------------------------------------------- learned residuals (base t, residual x)
 
 
 @dataclass
-class TaskResWeights:
+class ResidualWeights:
     base: torch.Tensor  # [K, D] base_text_features t
     residual: torch.Tensor  # [K, D] text_feature_residuals x
     epoch: Optional[int]
@@ -311,7 +352,7 @@ def find_checkpoint(run_dir, name="prompt_learner"):
 
 
 def load_taskres(run_or_path):
-    """Base and residual of a TaskRes run (a Run, a run folder, or a checkpoint file)."""
+    """Base and residual of a residual-learning run (a Run, a run folder, or a checkpoint file)."""
     path = run_or_path.path if isinstance(run_or_path, Run) else os.fspath(run_or_path)
     if os.path.isdir(path):
         folder, path = path, find_checkpoint(path)
@@ -325,7 +366,7 @@ def load_taskres(run_or_path):
         raise ValueError(str(e)) from None
     sd = state.get("state_dict") if isinstance(state, dict) else None
     if not isinstance(sd, dict) or "text_feature_residuals" not in sd or "base_text_features" not in sd:
-        raise ValueError(f"{path} is not a TaskRes checkpoint (expected state_dict with "
+        raise ValueError(f"{path} is not a {' or '.join(residual_methods())} checkpoint (expected state_dict with "
                          f"base_text_features and text_feature_residuals)")
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
     base, residual = sd["base_text_features"], sd["text_feature_residuals"]
@@ -333,7 +374,7 @@ def load_taskres(run_or_path):
         raise ValueError(f"{path}: base {tuple(base.shape)} and residual {tuple(residual.shape)} "
                          f"must both be [K, D]")
     epoch = state.get("epoch")
-    return TaskResWeights(base=base.detach().double(), residual=residual.detach().double(),
+    return ResidualWeights(base=base.detach().double(), residual=residual.detach().double(),
                           epoch=int(epoch) if isinstance(epoch, int) else None, path=path)
 
 

@@ -25,6 +25,13 @@ class Axis(NamedTuple):
     flag: str = ""  # the sweep.py flag taking its values (e.g. --alphas)
     help: str = ""
 
+    def value(self, cfg):
+        """Its value in a config."""
+        node = cfg
+        for part in self.key.split("."):
+            node = getattr(node, part)
+        return node
+
 
 class Need(NamedTuple):
     """Another method's product that a run may take (TaskRes: the enhanced base)."""

@@ -5,7 +5,7 @@ shell scripts (the reference scripts' layout, so runs made by any of them are ru
                   studies and main.sh: root = <output>/<dataset>/<Trainer>)
     evaluation    <output>/<Trainer>/<cfg>[_<K>shots]/<dataset>[/<variant>][/<tag>][/seed<S>]   (zero-shot)
     base-to-new   <output>/base2new/train_base/<dataset>/shots_<K>/<Trainer>/<cfg>[/<variant>][/<tag>]/seed<S>
-                  and its new-class evaluation under .../test_new/... (CoCoOp's scripts)
+                  and its new-class evaluation under .../test_new/... (the base-to-new scripts)
     product       <output>/<product>/<dataset>/<tag>_<K>shots: a producer's run, its product installed to
                   <strong_base>/<DATASET.NAME>/<tag>_<K>shots/model.pth.tar (the published layout)
 

@@ -14,7 +14,7 @@ import math
 
 from engine.errors import UserError
 
-# Published split sizes (classes, train, val, test) of CoOp's split files; ImageNet's val is
+# Published split sizes (classes, train, val, test) of the reference split files; ImageNet's val is
 # its test set.
 NOMINAL = {
     "imagenet": (1000, 1_280_000, 0, 50_000), "caltech101": (100, 4128, 1649, 2465),

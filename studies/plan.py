@@ -6,7 +6,7 @@ so a run finished by `train_regular.sh` is a finished run of a study and the oth
     few-shot     <output>/<dataset>/<Trainer>/<cfg>_<K>shots[/<variant>][/<tag>]/seed<S>
     zero-shot    <output>/<Trainer>/<cfg>/<dataset>                    (eval_only, shots 0, seeds null)
     base-to-new  <output>/base2new/train_base/<dataset>/shots_<K>/<Trainer>/<cfg>[/...]/seed<S>
-                 and the new-class evaluation in .../test_new/... (CoCoOp's scripts)
+                 and the new-class evaluation in .../test_new/... (the base-to-new scripts)
     dg           the source's few-shot folders, evaluated into
                  <output>/<target>/<Trainer>/<dg cfg or cfg_Kshots>[/<variant>][/<tag>]/seed<S>
     product      <output>/<need>/<dataset>/<tag>_<K>shots, installed to
@@ -100,13 +100,6 @@ def _template(text, fields, where):
         return layout.fill_template(text, fields, f"{where}: folder template {text!r}", collapse=True)
     except UserError as e:
         raise StudyError(str(e)) from None
-
-
-def _config_value(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
 
 
 def placeholder_defaults():
@@ -254,7 +247,7 @@ class Planner:
         grid = dict(combo)
         axis_values, grid_axes = [], []
         for axis in cls.axes:
-            default = _config_value(cfg0, axis.key)
+            default = axis.value(cfg0)
             value = str(type(default)(grid.get(axis.key, opts.get(axis.key, default))))
             opts.pop(axis.key, None)
             axis_values.append((axis.key, value))

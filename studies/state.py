@@ -7,6 +7,8 @@
 """
 import os
 
+from engine import layout
+
 from .worker import LOCK, STATUS, lock_alive, read_json
 
 STATES = ("done", "running", "failed", "pending")
@@ -24,7 +26,7 @@ def run_state(run):
     status = read_json(os.path.join(run.out, STATUS))
     if status and status.get("state") in ("failed", "blocked"):
         return "failed", status
-    partial = os.path.isdir(run.out) and any(f.startswith("log.txt") for f in os.listdir(run.out))
+    partial = layout.find_log(run.out) is not None
     return "pending", {"partial": partial}
 
 

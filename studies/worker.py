@@ -32,6 +32,7 @@ import time
 import traceback
 import uuid
 
+from engine import layout
 from engine.errors import UserError
 from engine.io import atomic_write, save_json
 from engine.run_guard import RunLockedError
@@ -163,18 +164,8 @@ class Heartbeat:
 # one run
 
 
-def newest_log(out):
-    try:
-        logs = [f for f in os.listdir(out) if f == "log.txt" or f.startswith("log.txt-")]
-    except FileNotFoundError:
-        return None
-    if not logs:
-        return None
-    return os.path.join(out, max(logs, key=lambda f: os.path.getmtime(os.path.join(out, f))))
-
-
 def log_tail(out, n=TAIL_LINES):
-    path = newest_log(out)
+    path = layout.find_log(out)
     if path is None:
         return []
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -201,7 +192,7 @@ def run_one(run, models, heartbeat=None):
 
     if os.path.exists(run.done_path):
         return "skipped"
-    needed = run.needs_done or [os.path.join(n, "results.json") for n in run.needs]
+    needed = run.needs_done or [layout.results_path(n) for n in run.needs]
     missing = [n for n in needed if not os.path.exists(n)]
     if missing:
         os.makedirs(run.out, exist_ok=True)
@@ -215,7 +206,7 @@ def run_one(run, models, heartbeat=None):
         heartbeat.path = lock
     start = time.time()
     try:
-        if not os.path.isfile(os.path.join(run.out, "results.json")):
+        if not layout.finished(run.out):
             try:
                 train.run(train.parse_args(run.argv), models=models)
             except RunLockedError as e:  # a process outside the study (a shell script) runs it
