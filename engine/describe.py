@@ -5,7 +5,8 @@ A method's facts live on its trainer class (the attributes of `MethodFacts`, whi
 no tool holds a method's name. From Python: `describe(name, dataset, shots)`; from the shell:
 
     python -m engine.describe TaskRes                           # the method's facts, KEY=value lines
-    python -m engine.describe TaskRes oxford_flowers 16         # its recipe there: config, cfg, overrides
+    python -m engine.describe TaskRes oxford_flowers 16         # ... and its recipe there: config, cfg,
+                                                                # then the overrides (the only keys with a dot)
     python -m engine.describe TaskRes oxford_flowers 16 --get cfg   # one field (a fact or the recipe's)
     python -m engine.describe --list                            # every registered method
 """
@@ -92,7 +93,7 @@ def describe(name, dataset=None, shots=None):
         "consumes": getattr(cls, "consumes", "features"),
         "produces": cls.produces,
         "axes": " ".join(f"{a.name}={a.key}" for a in cls.axes),
-        "needs": " ".join(f"{n.name}={n.key}" for n in cls.needs),
+        "needs": " ".join(f"{n.name}={n.flag}" for n in cls.needs),
         "module": cls.__module__,
     }
     if dataset is not None and shots is not None:
@@ -129,8 +130,6 @@ def main(argv=None):
             return 2
         print(_shell(facts[args.get]))
         return 0
-    if args.dataset is not None:  # the recipe alone: every line after config and cfg is an override
-        facts = {k: facts[k] for k in list(facts)[list(facts).index("config"):]}
     for k, v in facts.items():
         print(f"{k}={_shell(v)}")
     return 0

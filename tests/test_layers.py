@@ -2,10 +2,11 @@
 
 Layers, lowest first (a module may import from its own layer and every layer below):
 
-    0 foundation     engine.errors, io, registry, config, record, layout, describe, recipes (and the
-                     engine package itself): no torch model, no data; every layer may use them
+    0 foundation     engine.errors, io, registry, config, record, layout (and the engine package
+                     itself): no torch model, no data; every layer may use them
     1 data, models   datasets, clip: the dataset classes and CLIP, on the foundation only
-    2 run core       the other engine modules (data, features, trainer, checkpoint, models, ...):
+    2 run core       the other engine modules (data, features, trainer, checkpoint, models, and
+                     describe and recipes, which read a method's facts and its recipe, ...):
                      engine/data.py and engine/features.py build datasets and engine/models.py
                      loads CLIP, so datasets and clip sit below the engine modules that use them
     3 methods        trainers, and dassl (the compatibility package for reference trainers)
@@ -24,8 +25,7 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-FOUNDATION = ("engine.errors", "engine.io", "engine.registry", "engine.config", "engine.record", "engine.layout",
-              "engine.describe", "engine.recipes")
+FOUNDATION = ("engine.errors", "engine.io", "engine.registry", "engine.config", "engine.record", "engine.layout")
 LAYERS = [  # (module or package prefix, layer); the longest matching prefix decides
     ("engine", 2), *((m, 0) for m in FOUNDATION),
     ("datasets", 1), ("clip", 1),
