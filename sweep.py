@@ -37,7 +37,7 @@ from engine.errors import UserError
 from engine.models import ModelCache
 from engine.recipes import RecipeError, dataset_stem, recipe
 from engine.registry import TRAINER_REGISTRY
-from engine.run_guard import RunLockedError
+from engine.run_lock import RunLockedError
 
 set_tag = layout.set_tag
 

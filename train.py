@@ -20,7 +20,8 @@ from engine.config import get_cfg_all_trainers, merge_file, merge_opts
 from engine.errors import UserError
 from engine.io import tee_stdout
 from engine.registry import TRAINER_REGISTRY
-from engine.run_guard import check_fingerprint, run_lock
+from engine.run_guard import check_fingerprint
+from engine.run_lock import run_lock
 
 
 def build_parser():

@@ -1,4 +1,4 @@
-"""One run per output folder: a config fingerprint and an exclusive lock.
+"""One run per output folder: a config fingerprint (the lock is engine/run_lock.py's).
 
 A rerun into an existing folder resumes (or, when finished, re-reports) what is there, which is
 only right when the config is the same. `OUTPUT_DIR/run_config.json` holds the effective config
@@ -8,29 +8,18 @@ with different values stops with the differing keys (`--overwrite` discards the 
 are left out. A key the record lacks (a later release added it) compares as its default, and a
 recorded key that no longer exists (a release removed it) is noted, so that neither blocks
 resuming a run.
-
-The lock is an advisory `flock` on `OUTPUT_DIR/.run.lock`, held while the run lives: the kernel
-drops it when the process dies, however it dies, so a lock left by a killed run is simply taken
-over; a second live process gets one clear message instead of writing the same files.
 """
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-import socket
-import time
 
 from .config import get_cfg_all_trainers
 from .errors import UserError
 from .io import save_json
 from .record import RESULT_NEUTRAL_KEYS, config_dict, flatten, recorded_config
+from .run_lock import LOCK_FILE
 
 FINGERPRINT_FILE = "run_config.json"
-LOCK_FILE = ".run.lock"
-class RunLockedError(UserError):
-    """Another live process is writing this run folder."""
-
 
 def fingerprint(cfg, trainer, eval_only=False):
     values = {k: v for k, v in recorded_config(cfg, trainer).items() if k not in RESULT_NEUTRAL_KEYS}
@@ -80,26 +69,3 @@ def discard_run(folder):
             os.remove(path)
     print(f"--overwrite: discarded the previous run in {folder}")
 
-
-@contextlib.contextmanager
-def run_lock(folder):
-    path = os.path.join(folder, LOCK_FILE)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise UserError(f"Cannot write to the output folder {folder} ({e.strerror}). Choose a writable "
-                        "--output-dir.") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            raise RunLockedError(f"{folder} is being written by {holder}. Wait for it to finish, or use "
-                                 "another --output-dir.") from None
-        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock

@@ -29,7 +29,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 

@@ -9,7 +9,10 @@ import os
 
 from engine import layout
 
-from .worker import LOCK, STATUS, lock_alive, read_json
+from engine.run_lock import STUDY_LOCK as LOCK
+from engine.run_lock import lock_alive, read_json
+
+from .worker import STATUS
 
 STATES = ("done", "running", "failed", "pending")
 

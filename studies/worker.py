@@ -15,10 +15,8 @@ once and (FEATURES.MODE cached) encodes its images once. For each run:
 - a run that raises is recorded in `study_status.json` in its folder (the error, its traceback
   and the last lines of its log, written atomically) and the group goes on.
 
-The lock names its holder (host, pid, job id) and is touched every 30 s while the run is
-alive. A lock is stale when its process is gone (same host), when it belongs to an earlier
-incarnation of the same job (a requeued Slurm job), or when it has not been touched for 3
-minutes (another host); a stale lock is taken over.
+The study lock (engine/run_lock.py) names its holder and is kept alive by a heartbeat while
+the run lives; a stale one is taken over.
 """
 import datetime
 import json
@@ -27,137 +25,22 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
-import uuid
 
 from engine import layout
 from engine.errors import UserError
 from engine.io import atomic_write, save_json
-from engine.run_guard import RunLockedError
+from engine.run_lock import Heartbeat, RunLockedError, acquire, job_id, release
 
-LOCK = ".study.lock"
 STATUS = "study_status.json"
-HEARTBEAT_S = 30
-STALE_S = 180
 TAIL_LINES = 20
 
 
-def job_id():
-    """The executing job: a Slurm array task or job, a submitit local job, or ''."""
-    env = os.environ
-    if env.get("SLURM_ARRAY_JOB_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
-    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or ""
 
 
 def _now():
     return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------
-# locks
-
-
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def lock_alive(path, holder=None):
-    """True when the lock at `path` is held by a live process (see the module docstring)."""
-    holder = holder if holder is not None else read_json(path)
-    try:
-        age = time.time() - os.path.getmtime(path)
-    except FileNotFoundError:
-        return False
-    if holder is None:
-        return age < STALE_S  # being written right now, or damaged: trust its age
-    if holder.get("host") == socket.gethostname():
-        pid = int(holder.get("pid") or 0)
-        if pid == os.getpid() or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-    if holder.get("job") and holder.get("job") == job_id():
-        return False  # an earlier run of this very job (requeued after preemption or timeout)
-    return age < STALE_S
-
-
-def acquire(out):
-    """The lock file's path, or None when a live process holds it."""
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, LOCK)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id(), "since": _now()}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_json(path)
-            if lock_alive(path, holder):
-                return None
-            _remove_stale(path, holder)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return path
-    return None
-
-
-def _remove_stale(path, holder):
-    """Move the stale lock aside; if what was moved is not the lock judged stale (another
-    process replaced it meanwhile), put it back."""
-    aside = f"{path}.{uuid.uuid4().hex}"
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    if read_json(aside) != holder:
-        try:
-            os.link(aside, path)
-        except FileExistsError:
-            pass
-    os.remove(aside)
-
-
-def release(path):
-    if path:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-
-
-class Heartbeat:
-    """Touches the current run's lock every HEARTBEAT_S seconds from a daemon thread."""
-
-    def __init__(self):
-        self.path = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="study-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _beat(self):
-        while not self._stop.wait(HEARTBEAT_S):
-            path = self.path
-            if path:
-                try:
-                    os.utime(path)
-                except FileNotFoundError:
-                    pass
-
-    def stop(self):
-        self._stop.set()
 
 
 # ---------------------------------------------------------------------------------------------

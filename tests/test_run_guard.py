@@ -11,7 +11,7 @@ import pytest
 import train
 from engine.errors import UserError
 from engine.record import config_dict, flatten
-from engine.run_guard import LOCK_FILE, run_lock
+from engine.run_lock import LOCK_FILE, run_lock
 from runs import results, run_killed
 from synthetic.layouts import write_eurosat
 
@@ -144,7 +144,7 @@ def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(data_root, tin
     assert not os.path.exists(os.path.join(out, "results.json"))
     # A process that holds the lock and is killed leaves nothing to clean up.
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, '.'); from engine.run_guard import run_lock\n"
+        "import sys, time; sys.path.insert(0, '.'); from engine.run_lock import run_lock\n"
         f"with run_lock({out!r}):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
