@@ -97,9 +97,12 @@ def describe(name, dataset=None, shots=None):
         "module": cls.__module__,
     }
     if dataset is not None and shots is not None:
-        r = recipe(name, dataset, shots)
-        facts.update(config=r.config, cfg=r.cfg, **r.opts)
+        facts.update(_recipe_fields(recipe(name, dataset, shots)))
     return facts
+
+
+def _recipe_fields(r):
+    return {"config": r.config, "cfg": r.cfg, **r.opts}
 
 
 def _shell(value):
@@ -120,7 +123,10 @@ def main(argv=None):
     if not args.method or (args.dataset is None) != (args.shots is None):
         p.error("give METHOD, or METHOD DATASET SHOTS, or --list")
     try:
-        facts = describe(args.method, args.dataset, args.shots)
+        if args.get and args.dataset is not None and (args.get in ("config", "cfg") or "." in args.get):
+            facts = _recipe_fields(recipe(args.method, args.dataset, args.shots))  # no method imported
+        else:
+            facts = describe(args.method, args.dataset, args.shots)
     except (UserError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

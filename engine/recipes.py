@@ -42,7 +42,10 @@ class Recipe:
 
 
 def dataset_stem(name):
-    """configs/datasets stem for a stem or a DATASET.NAME (the dataset class's `stem`)."""
+    """configs/datasets stem for a stem (found without importing the datasets) or a
+    DATASET.NAME (the dataset class's `stem`)."""
+    if os.path.isfile(os.path.join(REPO, "configs", "datasets", f"{name}.yaml")):
+        return name
     from datasets.catalog import stem_of
 
     return stem_of(name)
@@ -112,7 +115,12 @@ def _from_rules(entry, folder, stem, shots, path):
 
 
 def method_folder(method):
-    """configs/trainers/<folder>/ of a registered method (its `config_folder`, else its name)."""
+    """configs/trainers/<method>/, or, for a method without a folder of its own, the folder its
+    class's `config_folder` names. A folder of its own is found without importing any method
+    (shell scripts look recipes up once per run)."""
+    own = os.path.join(CONFIGS, method)
+    if os.path.isdir(own):
+        return own
     from .registry import TRAINER_REGISTRY
 
     cls = TRAINER_REGISTRY.get(method) if method in TRAINER_REGISTRY else None
