@@ -50,7 +50,7 @@ class MethodFacts:
     needs = ()  # Need: products of other methods its runs may take
     produces = ""  # the product its runs make for another method ("" = a result; a producer is no table row)
     product_file = ""  # the file in a producer's run folder that holds the product
-    config_folder = ""  # its folder under configs/trainers/ ("" = the registered name)
+    config_folder = ""  # the folder under configs/trainers/ of a method without one of its own
     # {fact: regex with one group}: log lines naming the facts of run_variant, for runs that
     # wrote no results.json (the reference code's)
     variant_log = {}

@@ -1,7 +1,8 @@
 """A method's recipe: (dataset, shots) -> the config file and overrides its paper uses.
 
-A recipe lives in the method's own config folder, `configs/trainers/<Name>/`; no table is
-shared between methods. The folder's runnable configs are its yaml files except `recipe.yaml`
+A recipe lives in the method's own config folder, `configs/trainers/<Name>/` (a method without
+one, such as a combination, names another with `config_folder`); no table is shared between
+methods. The folder's runnable configs are its yaml files except `recipe.yaml`
 and names starting with `_` (bases that others include with `_BASE_`). In order:
 
 1. `recipe.yaml` when the folder has one: `config` (a file name in the folder, with {var}
