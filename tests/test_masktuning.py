@@ -218,6 +218,20 @@ def test_lambda0_is_plain_ce_without_teacher(data_root, tiny_clip_path, tmp_path
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
+def test_lambda0_consumes_the_random_stream_of_lambda1(data_root, tiny_clip_path, tmp_path):
+    """The original draws GDR's uniforms (and runs the teacher) at every lambda: after an epoch
+    the generator of a lambda 0 run stands where a lambda 1 run's does, so later epochs shuffle
+    and augment alike."""
+    states = {}
+    for lam in (0.0, 1.0):
+        tr = make_trainer(data_root, tiny_clip_path, str(tmp_path / str(lam)), "MASK.GDR_LAMBDA", lam)
+        start = torch.get_rng_state()
+        tr.train()
+        states[lam] = torch.get_rng_state()
+        assert not torch.equal(states[lam], start)  # the epoch drew something
+    assert torch.equal(states[0.0], states[1.0])
+
+
 # ---- compact checkpoints ---------------------------------------------------------------------------
 def test_bit_packing_round_trip_and_original_bytes():
     mask = torch.rand(3, 5, 7) > 0.5

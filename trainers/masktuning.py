@@ -27,6 +27,9 @@ it is meaningful):
 - MASK.GDR False trained nothing there (no backward, no step). Here it trains plain AMT,
   exactly as MASK.GDR_LAMBDA 0; with lambda 0 neither the teacher nor the KL gradient is
   computed (the update is identical; the step saves the teacher forward and half the backward).
+  GDR's uniforms U (torch.rand_like per score tensor, on the scores' device, at the step) are
+  still drawn, as the original draws them at every lambda; the teacher forward draws nothing
+  (CLIP has no active dropout), so a lambda 0 run consumes the random stream of a lambda 1 run.
 - The teacher is the same encoder with masks off, under no_grad (the original keeps a second
   fp32 copy whose gradients it computes and accumulates, unused); its logits are the same up
   to floating-point rounding.
@@ -304,10 +307,13 @@ class MaskTuning(Trainer):
             summary["kl"] = kl.item()
 
         def gdr(g, g_kl=None):  # at the step, on the unscaled sums over its micro-batches
+            # U is drawn at every lambda, as the original does, so that runs of any lambda with
+            # the same seed consume the same random stream (at lambda 0 keep is exactly 1).
             return g if g_kl is None else g.mul_(gdr_keep(g, g_kl, lam, torch.rand_like(g)))
 
-        # Each score's KL gradient rides along its CE gradient as GDR's companion.
-        kl_of = (g_kl or []) if lam > 0 else []
+        # Each score's KL gradient rides along its CE gradient as GDR's companion; at lambda 0
+        # (not computed: it cannot change the update) a zero scalar stands in for it.
+        kl_of = g_kl if g_kl is not None else [torch.zeros((), device=s.device) for s in scores]
         params = scores + self.ce_only_params()
         self.apply_gradients([(p, g, *kl_of[i:i + 1]) for i, (p, g) in enumerate(zip(params, g_ce))], rule=gdr)
         return summary
