@@ -25,6 +25,14 @@ def method_precision(cfg, cfg_node):
     return prec
 
 
+def effective_precision(prec, dtypes):
+    """What a run under PREC `prec` ran at, given its encoders' dtypes (name -> torch dtype):
+    fp16 off CUDA loads fp32 encoders, so it ran at fp32 there."""
+    if prec == "amp":
+        return prec
+    return "fp16" if torch.float16 in dtypes.values() else "fp32"
+
+
 def autocast(prec, device):
     """autocast under PREC amp (fp16 on CUDA, bf16 on the CPU, where fp16 autocast is not
     supported), else nothing."""

@@ -249,6 +249,19 @@ class Trainer(Checkpointing, MethodFacts):
         dtype = next(model.visual.parameters()).dtype
         return getattr(model, "backbone_id", self.cfg.MODEL.BACKBONE.NAME), f"{self.device.type}-{dtype}"
 
+    def encoder_dtypes(self):
+        """{"image", "text": the dtype of that tower's weights} of the loaded CLIP ({} without one),
+        read from the model, so that methods' own casts count."""
+        model = getattr(self, "clip_model", None)
+        if model is None:
+            return {}
+        dtypes = {"image": next(model.visual.parameters()).dtype}
+        try:
+            dtypes["text"] = clip.TextEncoder(model).dtype
+        except UserError:
+            pass  # a text tower of another layout (open_clip's HF towers): its dtype is not recorded
+        return dtypes
+
     def encode_images(self, images):
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -461,7 +474,11 @@ class Trainer(Checkpointing, MethodFacts):
         out.update(split=split, trainer=cfg.TRAINER.NAME, dataset=cfg.DATASET.NAME,
                    num_shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED, backbone=cfg.MODEL.BACKBONE.NAME,
                    epoch=getattr(self, "model_epoch", 0))
+        dtypes = self.encoder_dtypes()
+        # "precision" is the configured PREC (what tools group by); what ran may differ (fp16 on a CPU is fp32).
         extras = {"num_trainable_params": self.num_trainable_params(), "precision": self.prec,
+                  "precision_effective": precision.effective_precision(self.prec, dtypes) if dtypes else None,
+                  "encoder_dtypes": {k: str(v).replace("torch.", "") for k, v in dtypes.items()} or None,
                   "features_mode": cfg.FEATURES.MODE, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES}
         if getattr(self.dm, "shot_counts", None):
             extras["train_images_per_class"] = self.dm.shot_counts

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import clip
 import train
 from datasets.transforms import read_image
+from engine import precision
 from engine.errors import ConfigError
 from engine.models import ModelCache
 from engine.registry import TRAINER_REGISTRY
@@ -158,6 +159,21 @@ def test_amp_runs_under_autocast_on_cpu(data_root, tiny_clip_path, tmp_path, mon
     assert results(out)["extras"]["precision"] == "amp"
     assert results(out)["accuracy"] > 30.0
     assert trainer.learner.text_feature_residuals.dtype == torch.float32
+
+
+def test_results_record_configured_and_effective_precision(data_root, tiny_clip_path, tmp_path):
+    store = ("FEATURES.MODE", "cached", "FEATURES.CACHE_DIR", tmp_path / "store")
+    for prec in ("fp16", "fp32"):
+        out = str(tmp_path / prec)
+        run(taskres(data_root, out, tiny_clip_path, *store, "TRAINER.TaskRes.PREC", prec, epochs=1))
+        extras = results(out)["extras"]
+        # the CPU loads fp32 encoders under every PREC: an fp16 run ran at fp32
+        assert extras["precision"] == prec and extras["precision_effective"] == "fp32"
+        assert extras["encoder_dtypes"] == {"image": "float32", "text": "float32"}
+    half, full = torch.float16, torch.float32  # what CUDA loads under fp16 (image tower fp32 for some methods)
+    assert precision.effective_precision("fp16", {"image": half, "text": half}) == "fp16"
+    assert precision.effective_precision("fp16", {"image": full, "text": half}) == "fp16"
+    assert precision.effective_precision("amp", {"image": full, "text": full}) == "amp"
 
 
 def test_gradient_accumulation_equals_full_batch(data_root, tiny_clip_path, tmp_path):
