@@ -33,6 +33,7 @@ from engine import checkpoint as ckpt
 from engine.errors import ConfigError
 from engine.trainer import Trainer as _EngineTrainer
 
+from ..config import merging_nodes
 from ..data import DataManager
 from ..evaluation import EVALUATOR_REGISTRY
 from ..utils import AverageMeter, MetricMeter, tolist_if_not
@@ -70,7 +71,8 @@ class TrainerBase(_EngineTrainer, metaclass=_EngineArguments):
         """Dassl projects add their config nodes in train.py's `extend_cfg(cfg)`; a trainer file
         copied here may carry that function at module level. train.py calls this classmethod for
         every registered trainer; it runs the module-level function of the module that defines
-        the class, once per config."""
+        the class, once per config, merging the nodes it re-creates into existing ones
+        (dassl.config.merging_nodes), so it never removes keys another trainer declared."""
         fn = getattr(sys.modules.get(cls.__module__), "extend_cfg", None)
         if not callable(fn) or getattr(fn, "__func__", None) is TrainerBase.extend_cfg.__func__:
             return
@@ -78,7 +80,8 @@ class TrainerBase(_EngineTrainer, metaclass=_EngineArguments):
         if cls.__module__ in done:
             return
         done.add(cls.__module__)
-        fn(cfg)
+        with merging_nodes(cfg, inspect.getsourcefile(fn) or cls.__module__):
+            fn(cfg)
 
     # ---- registered models ---------------------------------------------------------------------
     def register_model(self, name="model", model=None, optim=None, sched=None):
