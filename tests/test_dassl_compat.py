@@ -22,7 +22,7 @@ from torch import nn
 
 import parse_test_res
 import train
-from runs import results, run, run_killed
+from runs import results, run, run_direct, run_killed
 from synthetic.layouts import write_eurosat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -240,7 +240,7 @@ def test_precision_branches_step_on_cpu(prec, style, data_root, tiny_clip_path, 
 
 
 # ---------------------------------------------------------------------------------------------
-# CoOp's own file beside this project's CoOp
+# CoOp's own file beside this project's CoOp; CUDA calls in copied files
 
 
 def test_copied_extend_cfg_merges_into_the_nodes_of_other_trainers(style):
@@ -257,7 +257,7 @@ def test_copied_extend_cfg_merges_into_the_nodes_of_other_trainers(style):
             trainer.extend_cfg(cfg)
         assert {"N_CTX", "CSC", "CTX_INIT", "PREC", "CLASS_TOKEN_POSITION", "TEXT_CHUNK"} <= set(cfg.TRAINER.COOP)
         assert {"N_CTX", "CTX_INIT", "PREC", "TEXT_CHUNK"} <= set(cfg.TRAINER.COCOOP)
-        assert type(cfg.TRAINER) is type(cfg)
+        assert type(cfg.TRAINER) is type(cfg) and cfg.DASSL.MAP_CUDA is False
     # The whole tree, as train.py builds it: this project's CoOp and CoCoOp check their keys.
     cfg = train.setup_cfg(train.parse_args(["--trainer", "CoOp", "TRAINER.COOP.TEXT_CHUNK", "3"]))
     CoOp.check_cfg(None, cfg)
@@ -326,6 +326,55 @@ def test_coop_file_runs_beside_this_projects_coop_with_the_same_results(style, d
         assert torch.equal(contexts[("CoOpReference", seed)], contexts[("CoOp", seed)]), seed
         assert acc["CoOpReference"] == acc["CoOp"], (seed, acc)
     assert not torch.equal(contexts[("CoOp", 1)], contexts[("CoOp", 2)])
+
+
+def test_cuda_calls_of_a_copied_file_map_to_the_run_device_on_request(style, data_root, tiny_clip_path, tmp_path):
+    """A file that hard-codes CUDA (as CLIP-Adapter's does) stops with an error naming
+    DASSL.MAP_CUDA on a run without CUDA, and runs with it; the mapping ends with the run."""
+    from dassl.engine import TRAINER_REGISTRY
+    from engine.errors import UserError
+
+    coop_style = sys.modules["dassl_style_coop_style"]
+
+    @TRAINER_REGISTRY.register()
+    class HardCodedCuda(coop_style.CoOpReference):
+        def build_model(self):
+            super().build_model()
+            learner = self.model.prompt_learner
+            learner.tokenized_prompts = learner.tokenized_prompts.to("cuda")
+            self.model.tokenized_prompts = learner.tokenized_prompts
+            self.model.cuda()
+
+        def parse_batch_train(self, batch):
+            return batch["img"].cuda(), batch["label"].to(device="cuda:0")
+
+    def args(out, *opts):
+        a = style_args(data_root, str(tmp_path / out), tiny_clip_path, "TRAINER.COOP.N_CTX", 4,
+                       "TRAINER.COOP.PREC", "fp32", "USE_CUDA", False, *opts, epochs=1)
+        i = a.index("TRAINER.PROMPTSTYLE.PREC")
+        a = a[:i] + a[i + 2:]
+        a[a.index("PromptStyle")] = "HardCodedCuda"
+        return a
+
+    originals = (torch.Tensor.cuda, torch.Tensor.to, nn.Module.cuda, nn.Module.to)
+    with pytest.raises(UserError, match=r"test_dassl_compat\.py:\d+ moves data to CUDA itself.*DASSL\.MAP_CUDA True"):
+        run_direct(args("off"))
+    run(args("on", "DASSL.MAP_CUDA", True))
+    assert results(str(tmp_path / "on"))["accuracy"] >= 0
+    assert (torch.Tensor.cuda, torch.Tensor.to, nn.Module.cuda, nn.Module.to) == originals
+
+
+def test_cuda_mapping_is_scoped():
+    from dassl.engine.devices import mapped
+
+    cpu = torch.device("cpu")
+    with mapped(cpu):
+        with mapped(cpu):  # test() inside train()
+            assert torch.ones(1).to("cuda").device == cpu
+        assert torch.ones(1).cuda().device == cpu and nn.Linear(1, 1).cuda().weight.device == cpu
+        assert torch.ones(1).to(torch.float16).dtype == torch.float16
+    assert "cuda" not in torch.Tensor.__dict__ and "to" not in torch.Tensor.__dict__
+    assert nn.Module.cuda.__qualname__ == "Module.cuda"
 
 
 # ---------------------------------------------------------------------------------------------
