@@ -1,8 +1,9 @@
 """Dassl-style trainer files and the OpenAI `clip` module API on this project's engine.
 
 tests/dassl_style/ holds files written the way Dassl-based CLIP repositories write theirs (a
-CoOp-like prompt learner, CoOp's own trainer file renamed, a CoOp-like dataset); they import only dassl, clip, torch and yacs and
-run through train.main like any trainer here, on the tiny CLIP and synthetic EuroSAT.
+CoOp-like prompt learner, CoOp's own trainer file renamed, a CoOp-like dataset); they import
+only dassl, clip, torch and yacs and run through train.main like any trainer here, on the tiny
+CLIP and synthetic EuroSAT.
 """
 import importlib.util
 import io
