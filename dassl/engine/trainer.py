@@ -28,14 +28,17 @@ import time
 
 import torch
 from tqdm import tqdm
+from yacs.config import CfgNode as CN
 
 from engine import checkpoint as ckpt
 from engine.errors import ConfigError
 from engine.trainer import Trainer as _EngineTrainer
 
+from ..config import merging_nodes
 from ..data import DataManager
 from ..evaluation import EVALUATOR_REGISTRY
 from ..utils import AverageMeter, MetricMeter, tolist_if_not
+from .devices import reference_code
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
 
@@ -70,7 +73,13 @@ class TrainerBase(_EngineTrainer, metaclass=_EngineArguments):
         """Dassl projects add their config nodes in train.py's `extend_cfg(cfg)`; a trainer file
         copied here may carry that function at module level. train.py calls this classmethod for
         every registered trainer; it runs the module-level function of the module that defines
-        the class, once per config."""
+        the class, once per config, merging the nodes it re-creates into existing ones
+        (dassl.config.merging_nodes), so it never removes keys another trainer declared."""
+        if "DASSL" not in cfg:
+            cfg.DASSL = CN()
+            # Opt-in: run a copied file's own .cuda() / .to("cuda") calls on the run's device
+            # (dassl/engine/devices.py) when that is not CUDA.
+            cfg.DASSL.MAP_CUDA = False
         fn = getattr(sys.modules.get(cls.__module__), "extend_cfg", None)
         if not callable(fn) or getattr(fn, "__func__", None) is TrainerBase.extend_cfg.__func__:
             return
@@ -78,7 +87,8 @@ class TrainerBase(_EngineTrainer, metaclass=_EngineArguments):
         if cls.__module__ in done:
             return
         done.add(cls.__module__)
-        fn(cfg)
+        with merging_nodes(cfg, inspect.getsourcefile(fn) or cls.__module__):
+            fn(cfg)
 
     # ---- registered models ---------------------------------------------------------------------
     def register_model(self, name="model", model=None, optim=None, sched=None):
@@ -188,13 +198,14 @@ class TrainerBase(_EngineTrainer, metaclass=_EngineArguments):
             self.start_epoch = start_epoch
         if max_epoch is not None:
             self.max_epoch = max_epoch
-        self.before_train()
-        with _phase(self, "train"):
-            for self.epoch in range(self.start_epoch, self.max_epoch):
-                self.before_epoch()
-                self.run_epoch()
-                self.after_epoch()
-        self.after_train()
+        with reference_code(self):
+            self.before_train()
+            with _phase(self, "train"):
+                for self.epoch in range(self.start_epoch, self.max_epoch):
+                    self.before_epoch()
+                    self.run_epoch()
+                    self.after_epoch()
+            self.after_train()
 
     def before_epoch(self):
         pass
@@ -230,7 +241,7 @@ class SimpleTrainer(TrainerBase):
             self.after_source()
         self.build_evaluator()  # the engine's, for its log line; Dassl's replaces it below
         self._selecting = False
-        with self.timer("build"):
+        with self.timer("build"), reference_code(self):
             with DataManager.offering(self.dm):
                 self.build_data_loader()
             self.build_model()
@@ -298,6 +309,10 @@ class SimpleTrainer(TrainerBase):
     def test(self, split=None):
         """Evaluate on TEST.SPLIT (or `split`); returns the first metric (accuracy). The final
         evaluation of a run also writes results.json."""
+        with reference_code(self):
+            return self._test(split)
+
+    def _test(self, split):
         self.set_model_mode("eval")
         self.evaluator.reset()
         if split is None:
