@@ -73,3 +73,28 @@ def test_loading_itself_draws_nothing(clip_file, monkeypatch):
     assert torch.equal(_state_after_load(clip_file, 6), _state_after_load(clip_file, 6, cache=ModelCache()))
     torch.manual_seed(6)
     assert torch.equal(_state_after_load(clip_file, 6), torch.get_rng_state())
+
+
+TINY_OPEN_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+                  "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 1, "layers": 2}}
+
+
+def test_open_clip_names_replay_their_architectures_init(monkeypatch):
+    """An open_clip "model:pretrained" name: the reference path (`clip._download` converts it,
+    `clip.build_model` builds open_clip's CLIP from the stored config) draws that config's init."""
+    import open_clip
+    from open_clip.model import CLIP as OpenClipCLIP
+
+    import clip.model as clip_model
+
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "tiny-test", TINY_OPEN_CLIP)
+    trained = open_clip.create_model("tiny-test")  # stands for the downloaded weights
+    monkeypatch.setattr(clip_model, "_load_open_clip", lambda *a: (trained, "open_clip:tiny-test:tag"))
+    torch.manual_seed(7)
+    OpenClipCLIP(**TINY_OPEN_CLIP, cast_dtype=torch.float16)
+    expected = torch.get_rng_state()
+    for cache in (None, ModelCache()):
+        torch.manual_seed(7)
+        model = load_clip_model("tiny-test:tag", CPU, "fp32", "fp32", cache=cache)
+        assert model.arch_signature == ("open_clip", "tiny-test")
+        assert torch.equal(torch.get_rng_state(), expected)
