@@ -98,3 +98,23 @@ def test_open_clip_names_replay_their_architectures_init(monkeypatch):
         model = load_clip_model("tiny-test:tag", CPU, "fp32", "fp32", cache=cache)
         assert model.arch_signature == ("open_clip", "tiny-test")
         assert torch.equal(torch.get_rng_state(), expected)
+
+
+@pytest.mark.parametrize("isolated", [False, True])
+def test_trainer_load_clip_follows_the_config_key(tiny_clip_rn_path, isolated):
+    import types
+
+    from engine.config import get_cfg_default
+    from engine.trainer import Trainer
+
+    cfg = get_cfg_default()
+    assert cfg.MODEL.BACKBONE.ISOLATED_RNG is False  # the reference's behaviour by default
+    cfg.MODEL.BACKBONE.NAME = tiny_clip_rn_path
+    cfg.MODEL.BACKBONE.ISOLATED_RNG = isolated
+    trainer = types.SimpleNamespace(cfg=cfg, prec="fp32", device=CPU, model_cache=None,
+                                    reference_image_encoder_prec="fp32", _fit_input_size=lambda res: None)
+    torch.manual_seed(8)
+    untouched = torch.get_rng_state()
+    Trainer.load_clip(trainer)
+    expected = untouched if isolated else _reference_state(tiny_clip_rn_path, 8)
+    assert torch.equal(torch.get_rng_state(), expected)
