@@ -13,6 +13,7 @@ Three kinds of names:
   * an open_clip "model:pretrained" pair such as "ViT-B-32:laion2b_s34b_b79k".
 """
 import difflib
+import logging
 import os
 import pickle
 import warnings
@@ -87,6 +88,31 @@ def _check_clip_keys(sd, source):
     if missing:
         raise WeightsError(f"{source} is not an OpenAI-format CLIP state dict; missing keys: "
                            + ", ".join(missing))
+
+
+def openai_signature(state_dict):
+    """The architecture of an OpenAI-format state dict: its keys and shapes, all that
+    `build_model` infers the architecture from."""
+    return ("openai",) + tuple((k, tuple(v.shape)) for k, v in sorted(state_dict.items()) if k not in _META_KEYS)
+
+
+def build_random(signature):
+    """A randomly initialised CLIP of the architecture `signature` (`model.arch_signature`),
+    built on the CPU as the reference builds it before copying in its weights: OpenAI's
+    `clip.build_model` for OpenAI architectures, open_clip's init for open_clip models."""
+    kind, rest = signature[0], signature[1:]
+    if kind == "openai":
+        # Shape-only weights (zero-stride): the build draws its random init, the copy is cheap.
+        shapes = {k: torch.zeros(()).expand(shape) for k, shape in rest}
+        return build_model_from_openai_state_dict(shapes, quick_gelu=True, cast_dtype=torch.float16)
+    if kind == "open_clip":
+        logging.disable(logging.WARNING)  # open_clip warns that the model is randomly initialised
+        try:
+            return open_clip.create_model(rest[0], pretrained=None, load_weights=False, pretrained_text=False,
+                                          device="cpu")
+        finally:
+            logging.disable(logging.NOTSET)
+    raise ValueError(f"Unknown CLIP architecture signature kind {kind!r}")
 
 
 def build_model(state_dict, precision="fp32", source="state dict"):
@@ -190,8 +216,9 @@ def load(name, device="cpu", precision=None, cache_dir=None):
     precision: None picks fp16 on CUDA (OpenAI's mixed fp16 weights, as the references run) and
     fp32 elsewhere; "fp16" off CUDA falls back to fp32; "fp32" and "amp" give fp32 weights.
     cache_dir: MODEL.BACKBONE.CACHE_DIR; holds OpenAI's files (e.g. RN50.pt) and hub downloads.
-    Adds `input_resolution` (int), `embed_dim` and `backbone_id` (identifies the weights, for
-    feature caches: the SHA-256 of the weights file for OpenAI names and paths) to the module.
+    Adds `input_resolution` (int), `embed_dim`, `backbone_id` (identifies the weights, for
+    feature caches: the SHA-256 of the weights file for OpenAI names and paths) and
+    `arch_signature` (the architecture, for `build_random`) to the module.
     """
     device = torch.device(device)
     precision = _resolve_precision(precision, device)
@@ -201,12 +228,15 @@ def load(name, device="cpu", precision=None, cache_dir=None):
         path, backbone_id, source = fetch_openai(name, cache_dir)
         if source.startswith("Hugging Face"):
             print(f"Using the {source} of {name}: {path}")
-        model = build_model(read_state_dict(path), precision, source=path)
+        sd = read_state_dict(path)
+        model, signature = build_model(sd, precision, source=path), openai_signature(sd)
     elif os.path.isfile(path):
-        model = build_model(read_state_dict(path), precision, source=path)
+        sd = read_state_dict(path)
+        model, signature = build_model(sd, precision, source=path), openai_signature(sd)
         backbone_id = sha256_file(path)
     elif ":" in name:
         model, backbone_id = _load_open_clip(name, device, precision, cache_dir)
+        signature = ("open_clip", name if name.startswith("hf-hub:") else name.split(":", 1)[0])
     elif os.path.isabs(path) or name.startswith(".") or name.endswith(_WEIGHT_SUFFIXES):
         raise WeightsError(f"CLIP weights file not found: {path}")
     else:
@@ -219,6 +249,7 @@ def load(name, device="cpu", precision=None, cache_dir=None):
     model.input_resolution = int(size[0] if isinstance(size, (tuple, list)) else size)
     model.embed_dim = _embed_dim(model)
     model.backbone_id = backbone_id
+    model.arch_signature = signature
     return model
 
 

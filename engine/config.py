@@ -134,6 +134,10 @@ def get_cfg_default():
     c.MODEL.BACKBONE.PRETRAINED = True
     # Where OpenAI weights are downloaded and looked up; "" -> $CLIP_CACHE_DIR or ~/.cache/clip.
     c.MODEL.BACKBONE.CACHE_DIR = ""
+    # False: after loading, torch's CPU generator is where the reference's model build (a random
+    # CLIP init before the weights are copied in) leaves it, so a seed gives the reference's run.
+    # True: loading leaves the generator untouched.
+    c.MODEL.BACKBONE.ISOLATED_RNG = False
     c.MODEL.HEAD = CN()
     c.MODEL.HEAD.NAME = ""
     c.MODEL.HEAD.HIDDEN_LAYERS = ()

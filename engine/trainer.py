@@ -221,7 +221,8 @@ class Trainer(Checkpointing, MethodFacts):
         visual_prec = cfg.FEATURES.IMAGE_ENCODER_PREC or (
             self.reference_image_encoder_prec if self.prec == "fp16" else "fp32")
         self.clip_model = load_clip_model(cfg.MODEL.BACKBONE.NAME, self.device, text_prec, visual_prec,
-                                          cfg.MODEL.BACKBONE.CACHE_DIR, self.model_cache, private)
+                                          cfg.MODEL.BACKBONE.CACHE_DIR, self.model_cache, private,
+                                          cfg.MODEL.BACKBONE.ISOLATED_RNG)
         self.private_clip = private
         self._fit_input_size(self.clip_model.input_resolution)
         return self.clip_model
