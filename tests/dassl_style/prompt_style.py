@@ -67,11 +67,11 @@ class TextEncoder(nn.Module):
 
 
 class PromptLearner(nn.Module):
-    def __init__(self, cfg, classnames, clip_model):
+    def __init__(self, cfg, classnames, clip_model, node="PROMPTSTYLE"):
         super().__init__()
         n_cls = len(classnames)
-        n_ctx = cfg.TRAINER.PROMPTSTYLE.N_CTX
-        ctx_init = cfg.TRAINER.PROMPTSTYLE.CTX_INIT
+        n_ctx = cfg.TRAINER[node].N_CTX
+        ctx_init = cfg.TRAINER[node].CTX_INIT
         dtype = clip_model.dtype
         ctx_dim = clip_model.ln_final.weight.shape[0]
         clip_imsize = clip_model.visual.input_resolution
@@ -111,9 +111,9 @@ class PromptLearner(nn.Module):
 
 
 class CustomCLIP(nn.Module):
-    def __init__(self, cfg, classnames, clip_model):
+    def __init__(self, cfg, classnames, clip_model, node="PROMPTSTYLE"):
         super().__init__()
-        self.prompt_learner = PromptLearner(cfg, classnames, clip_model)
+        self.prompt_learner = PromptLearner(cfg, classnames, clip_model, node)
         self.tokenized_prompts = self.prompt_learner.tokenized_prompts
         self.image_encoder = clip_model.visual
         self.text_encoder = TextEncoder(clip_model)
@@ -130,8 +130,10 @@ class CustomCLIP(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class PromptStyle(TrainerX):
+    NODE = "PROMPTSTYLE"  # the config node it reads (a subclass may read another)
+
     def check_cfg(self, cfg):
-        assert cfg.TRAINER.PROMPTSTYLE.PREC in ["fp16", "fp32", "amp"]
+        assert cfg.TRAINER[self.NODE].PREC in ["fp16", "fp32", "amp"]
 
     def build_model(self):
         cfg = self.cfg
@@ -139,11 +141,11 @@ class PromptStyle(TrainerX):
 
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)
-        if cfg.TRAINER.PROMPTSTYLE.PREC in ("fp32", "amp"):
+        if cfg.TRAINER[self.NODE].PREC in ("fp32", "amp"):
             clip_model.float()  # CLIP's default precision is fp16
 
         print("Building custom CLIP")
-        self.model = CustomCLIP(cfg, classnames, clip_model)
+        self.model = CustomCLIP(cfg, classnames, clip_model, self.NODE)
 
         print("Turning off gradients in both the image and the text encoder")
         for name, param in self.model.named_parameters():
@@ -157,11 +159,11 @@ class PromptStyle(TrainerX):
         self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-        self.scaler = GradScaler() if cfg.TRAINER.PROMPTSTYLE.PREC == "amp" else None
+        self.scaler = GradScaler() if cfg.TRAINER[self.NODE].PREC == "amp" else None
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        if self.cfg.TRAINER.PROMPTSTYLE.PREC == "amp":
+        if self.cfg.TRAINER[self.NODE].PREC == "amp":
             with autocast():
                 output = self.model(image)
                 loss = F.cross_entropy(output, label)
