@@ -32,11 +32,10 @@ import traceback
 import train
 from engine import layout
 from engine.config import merge_opts
-from engine.describe import MethodFacts, method
+from engine.describe import MethodFacts, declared, method
 from engine.errors import UserError
 from engine.models import ModelCache
 from engine.recipes import RecipeError, dataset_stem, recipe
-from engine.registry import TRAINER_REGISTRY
 from engine.run_lock import RunLockedError
 
 set_tag = layout.set_tag
@@ -44,11 +43,7 @@ set_tag = layout.set_tag
 
 def method_axes():
     """The sweep axes of every registered method, one per flag."""
-    axes = {}
-    for _, trainer in TRAINER_REGISTRY.items():
-        for axis in trainer.axes:
-            axes.setdefault(_flag(axis), axis)
-    return axes
+    return declared("axes", _flag)
 
 
 def _flag(axis):

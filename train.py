@@ -17,6 +17,7 @@ import torch
 
 from engine import checkpoint
 from engine.config import get_cfg_all_trainers, merge_file, merge_opts
+from engine.describe import declared
 from engine.errors import UserError
 from engine.io import tee_stdout
 from engine.registry import TRAINER_REGISTRY
@@ -53,12 +54,7 @@ def build_parser():
 
 def method_needs():
     """The products of other methods that some method's runs take, with their flags."""
-    needs = {}
-    for _, trainer in TRAINER_REGISTRY.items():
-        for need in trainer.needs:
-            if need.flag:
-                needs.setdefault(need.flag, need)
-    return list(needs.values())
+    return list(declared("needs", lambda need: need.flag).values())
 
 
 def _dest(need):

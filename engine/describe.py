@@ -81,6 +81,19 @@ def methods():
     return TRAINER_REGISTRY.names()
 
 
+def declared(attr, flag_of):
+    """{flag: item} over the Axis or Need items (`attr`: "axes" or "needs") every registered
+    method declares, keyed by `flag_of(item)` (items without a flag left out; the first method,
+    in name order, declaring a flag wins): the command-line flags tools build from them."""
+    found = {}
+    for _, cls in TRAINER_REGISTRY.items():
+        for item in getattr(cls, attr):
+            flag = flag_of(item)
+            if flag:
+                found.setdefault(flag, item)
+    return found
+
+
 def describe(name, dataset=None, shots=None):
     """{field: value}: the method's facts, plus its recipe (config, cfg, overrides) when a
     dataset and shot count are given."""
