@@ -93,6 +93,19 @@ class DataManager:
         self.tfm_train = build_transform(cfg, is_train=True)
         self.tfm_test = build_transform(cfg, is_train=False)
 
+    def selection_tier(self, split):
+        """The selection tier (engine.selection) of a choice made on `split`: the few-shot training
+        images and a validation split sampled at few shots are "fewshot-val", a whole validation
+        split "full-val", test images "test" (so is ImageNet's val, which is its test set)."""
+        val = self.dataset.val
+        if split == "test" or (split == "val" and val and val is self.dataset.test):
+            return "test"
+        if split == "val" and int(self.cfg.DATASET.NUM_SHOTS) < 1:
+            return "full-val"
+        if split in ("train", "val"):
+            return "fewshot-val"
+        raise ValueError(f"unknown split {split!r}")
+
     def split(self, name):
         return {"train": self.dataset.train_x, "val": self.dataset.val or [], "test": self.dataset.test}[name]
 

@@ -69,6 +69,7 @@ from .io import save_json
 from .models import load_clip_model
 from .optim import build_optimizer
 from .precision import PRECISIONS  # noqa: F401  (re-exported)
+from .selection import Selection
 from .schedule import EpochScheduler
 
 
@@ -148,6 +149,7 @@ class Trainer(Checkpointing, MethodFacts):
         self.grad_scaler = None  # PREC amp on CUDA (not `scaler`: Dassl files keep their own under that name)
         self._steps = precision.GradientSteps(cfg.TRAIN.GRAD_ACCUM_STEPS)
         self.record = {}  # method values for results.json; see run_extras()
+        self.selection = Selection()  # what was chosen on data, and on which split; see chose()
         self.timer = record.PhaseTimer()
 
     def build_data(self):
@@ -190,6 +192,11 @@ class Trainer(Checkpointing, MethodFacts):
         registered learnable modules and MODEL.INIT_WEIGHTS gives none. `--eval-only` then needs
         `--model-dir` (to evaluate the untrained model on purpose, train for OPTIM.MAX_EPOCH 0)."""
         return bool(self._models) and not self.cfg.MODEL.INIT_WEIGHTS
+
+    def chose(self, key, value, split):
+        """Record a choice made on data (a hyperparameter, an epoch): `split` is the split it was
+        chosen on ("train", "val" or "test"); its tier comes from what that split holds here."""
+        self.selection.chose(key, value, split, self.dm.selection_tier(split))
 
     def run_extras(self):
         """Hook: plain values describing this run's method (alpha, base, ...) for results.json."""
@@ -485,6 +492,7 @@ class Trainer(Checkpointing, MethodFacts):
             extras["train_images_per_class"] = self.dm.shot_counts
         extras.update(self.record)
         extras.update(self.run_extras())
+        out["selection"] = record.plain(self.selection.summary())
         out["extras"] = record.plain(extras)
         out["timing"] = self.timer.seconds()
         out["encoder"] = self.source.stats() if hasattr(self.source, "stats") else {}
