@@ -171,9 +171,9 @@ class LPpp(Trainer):
         feats, labels = self.support()
         self.initialise(feats, labels)
         step_w, step_alpha = lr_w(feats), lr_alpha(feats, self.text_weights)
-        self.record.update(lr_w=step_w, lr_alpha=step_alpha, init_alpha=float(self.head.alpha[0]),
-                           support_features=int(feats.shape[0]))
-        print(f"LP++: lr_w {step_w:.6g}, lr_alpha {step_alpha:.6g}, initial alpha {float(self.head.alpha[0]):.6g}")
+        start = self.head.alpha.detach()[0].item()
+        self.record.update(lr_w=step_w, lr_alpha=step_alpha, init_alpha=start, support_features=int(feats.shape[0]))
+        print(f"LP++: lr_w {step_w:.6g}, lr_alpha {step_alpha:.6g}, initial alpha {start:.6g}")
         selection = node.EPOCH_SELECTION
         if selection != "last":
             val_feats, val_labels = search_features(self, selection, "the epoch",
@@ -199,7 +199,7 @@ class LPpp(Trainer):
                     best_acc, self.best_epoch = acc, epoch + 1
                     best_state = copy.deepcopy(self.head.state_dict())
         alpha.grad = None
-        self.record["final_loss"] = float(loss)
+        self.record["final_loss"] = loss.item()
         if selection == "last":
             self.best_epoch = int(node.EPOCHS)
             return
@@ -212,7 +212,7 @@ class LPpp(Trainer):
     def run_extras(self):
         node = self.cfg.TRAINER.LPpp
         return {"best_epoch": self.best_epoch, "epoch_selection": node.EPOCH_SELECTION, "w_init": node.W_INIT,
-                "alpha_grad": node.ALPHA_GRAD, "alpha_mean": float(self.head.alpha.mean())}
+                "alpha_grad": node.ALPHA_GRAD, "alpha_mean": self.head.alpha.detach().mean().item()}
 
     def checkpoint_extras(self, name):
         return {"choices": saved_choices(self), "best_epoch": self.best_epoch}
