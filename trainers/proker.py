@@ -36,11 +36,12 @@ from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .common.choices import SEARCH_SPLITS, accuracy, first_best, restore_choices, saved_choices, search_features
+from .common.choices import SEARCH_SPLITS, first_best, restore_choices, saved_choices, search_features
 from .common.tip_cache import build_cache, remap_value_columns, text_classifier, tip_templates
 
 BASES = ("probs", "cosine")
 SEARCHES = SEARCH_SPLITS + ("none",)
+SEARCH_ROWS = 4096
 
 
 def zero_shot(features, text_weights, base, logit_scale=100.0):
@@ -159,17 +160,23 @@ class ProKeR(Trainer):
         feats, labels = search_features(self, split, "beta and lambda",
                                         "set TRAINER.ProKeR.SEARCH none to use TRAINER.ProKeR.BETA and LAMBDA")
         f = F.normalize(feats.double(), dim=-1)
-        base = zero_shot(f, self.text_weights.double(), node.BASE, self.logit_scale)
+        labels = labels.to(f.device)
         x, r = keys.double(), residual.double()
         lams = [float(v) for v in node.LAMBDA_GRID]
-        scores = {}
+        correct = {}
         for beta in (float(b) for b in node.BETA_GRID):
             evals, vecs = torch.linalg.eigh(kernel(x, x, beta))  # K = U diag(e) U^T
-            projected = kernel(f, x, beta) @ vecs  # [M, N]
             rotated = vecs.t() @ r  # [N, C]
             for lam in lams:
-                scores[(beta, lam)] = accuracy(base + projected @ (rotated / (evals + lam).unsqueeze(1)), labels)
-        (beta, lam), acc, trace = first_best(list(scores), scores.get)
+                correct[(beta, lam)] = 0
+            for start in range(0, len(f), SEARCH_ROWS):  # [rows, N] at a time: ImageNet's val is its test set
+                fc = f[start:start + SEARCH_ROWS]
+                base = zero_shot(fc, self.text_weights.double(), node.BASE, self.logit_scale)
+                projected = kernel(fc, x, beta) @ vecs
+                for lam in lams:
+                    pred = (base + projected @ (rotated / (evals + lam).unsqueeze(1))).argmax(-1)
+                    correct[(beta, lam)] += int((pred == labels[start:start + SEARCH_ROWS]).sum())
+        (beta, lam), acc, trace = first_best(list(correct), lambda p: 100.0 * correct[p] / max(1, len(f)))
         print(f"ProKeR: beta {beta:g}, lambda {lam:g} chosen on the {split} split (accuracy {acc:.2f})")
         self.record.update(search_accuracy=acc, search_grid=[len(node.BETA_GRID), len(lams)])
         self.chose("beta", beta, split)
