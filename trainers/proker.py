@@ -98,7 +98,7 @@ class ProKeR(Trainer):
         node.BASE = "probs"  # f0: "probs" or "cosine"
         node.SEARCH = "val"  # "val", "test" or "none" (fixed BETA, LAMBDA)
         node.BETA_GRID = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
-        node.LAMBDA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+        node.LAMBDA_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
         node.BETA = 1.0
         node.LAMBDA = 1.0
         node.LOGIT_SCALE = 100.0
