@@ -5,7 +5,8 @@ nothing is trained.
 The reference (mrflogs/ICLR24, main_few_shots.py), kept here:
 - samples: TRAINER.GDA.AUGMENT_EPOCH (10) augmented views of every support image, each view's
   feature L2-normalised and used as one sample (views are not averaged); here the engine's
-  seeded stored views, the same ones Tip-Adapter's cache uses;
+  seeded stored views, the same ones Tip-Adapter's cache uses (random resized crops at scale
+  0.5-1, on ImageNet 0.08-1 as the reference's ImageNet loader: configs/trainers/GDA/recipe.yaml);
 - mu_c = the mean of class c's samples; X = every sample minus its class mean (M rows);
   S = the covariance of X (torch's `.cov()`, divided by M - 1);
 - shrunk inverse  Sigma^-1 = d * pinv((M - 1) S + trace(S) I)   (d = feature dimension);
