@@ -20,7 +20,6 @@ steps (after one warm-up step) and the step's peak memory (CUDA: peak allocated 
 CPU: the process's peak resident memory after a reset, Linux), then the LoRA / full ratios.
 """
 import argparse
-import copy
 import gc
 import os
 import sys
