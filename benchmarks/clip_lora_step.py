@@ -84,7 +84,7 @@ def make_step(model, params, tokens, images, labels, amp):
         else:
             loss.backward()
             optim.step()
-        return float(loss)
+        return float(loss.detach())
     return step
 
 

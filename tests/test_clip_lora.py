@@ -14,6 +14,7 @@ import clip
 import train
 from analysis import compare
 from engine.checkpoint import read_pointer, set_random_seed
+from engine.errors import ConfigError
 from runs import results, run, run_killed
 from synthetic.layouts import write_eurosat
 from trainers.clip_lora import CLIP_LoRA
@@ -192,6 +193,12 @@ def test_only_lora_is_trainable_and_counted(arch, data_root, tiny_clip_path, tin
         text_only = make_trainer(data_root, path, str(tmp_path / "b"), "TRAINER.CLIP_LoRA.RESNET_VISION", "none")
         assert sorted(text_only.lora) == [f"text{i}" for i in range(len(reference.transformer.resblocks))]
         assert not text_only.visual_adapted
+
+
+def test_all_images_need_a_pass_count_to_train(data_root, tiny_clip_path, tmp_path):
+    t = make_trainer(data_root, tiny_clip_path, str(tmp_path / "a"), "DATASET.NUM_SHOTS", -1)
+    with pytest.raises(ConfigError, match="N_ITERS 0"):
+        t.before_train()
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ defaults):
   names the final checkpoint. OPTIM.MAX_EPOCH caps the passes (for a quick look; the cosine then
   spans the iterations actually run); the recipe's 8000 never binds (with two classes or more, 500
   x K iterations of batch 32 take at most 8000 passes). N_ITERS 0: OPTIM.MAX_EPOCH whole passes.
+  Training on all images (DATASET.NUM_SHOTS < 1) needs N_ITERS 0; evaluating needs nothing.
 - ENCODER "both" | "text" | "vision": where LoRA goes (the reference's --encoder). With one
   encoder frozen, its side is computed without gradients (text: once, as the reference does).
 - RESNET_VISION "attnpool" (default) | "none": the released code supports ViT only. On a ResNet
@@ -106,9 +107,6 @@ class CLIP_LoRA(Trainer):
             raise ConfigError(f"TRAINER.CLIP_LoRA.RESNET_VISION must be 'attnpool' or 'none', got {c.RESNET_VISION!r}")
         if int(c.N_ITERS) < 0:
             raise ConfigError(f"TRAINER.CLIP_LoRA.N_ITERS must be >= 0, got {c.N_ITERS}")
-        if int(c.N_ITERS) > 0 and int(cfg.DATASET.NUM_SHOTS) < 1:
-            raise ConfigError("TRAINER.CLIP_LoRA.N_ITERS counts iterations per shot, but DATASET.NUM_SHOTS is "
-                              f"{cfg.DATASET.NUM_SHOTS}: set the shots, or N_ITERS 0 to train OPTIM.MAX_EPOCH passes")
         if "{}" not in c.TEMPLATE:
             raise ConfigError(f"TRAINER.CLIP_LoRA.TEMPLATE must hold {{}} for the class name, got {c.TEMPLATE!r}")
 
@@ -153,13 +151,22 @@ class CLIP_LoRA(Trainer):
         n_iters = int(c.N_ITERS)
         budget = IterationBudget(self.source, self.dm, self.cfg, self.device, 0, lambda: self.epoch)
         cap = self.max_epoch * budget.per_epoch
-        budget.total = min(n_iters * int(self.cfg.DATASET.NUM_SHOTS), cap) if n_iters > 0 else cap
+        shots = int(self.cfg.DATASET.NUM_SHOTS)
+        # (All images, NUM_SHOTS < 1: no per-shot budget; evaluating is fine, before_train refuses.)
+        budget.total = min(n_iters * shots, cap) if n_iters > 0 and shots > 0 else cap
         self.source = budget
         self.max_epoch = budget.epochs
         self.schedule.total = budget.total
         self.schedule.at(0)
         print(f"Training {budget.total:,} iterations: {budget.epochs:,} passes of {budget.per_epoch} batches "
               f"over {len(self.dm.dataset.train_x)} images")
+
+    def before_train(self):
+        shots = self.cfg.DATASET.NUM_SHOTS
+        if int(self.cfg.TRAINER.CLIP_LoRA.N_ITERS) > 0 and int(shots) < 1:
+            raise ConfigError(f"TRAINER.CLIP_LoRA.N_ITERS counts iterations per shot, but DATASET.NUM_SHOTS is {shots}: "
+                              "set the shots, or N_ITERS 0 to train OPTIM.MAX_EPOCH passes")
+        super().before_train()
 
     # ---- forward -----------------------------------------------------------------------------
     def text_features(self):
