@@ -195,6 +195,17 @@ def test_only_lora_is_trainable_and_counted(arch, data_root, tiny_clip_path, tin
         assert not text_only.visual_adapted
 
 
+def test_one_encoder_only(data_root, tiny_clip_path, tmp_path):
+    text_only = make_trainer(data_root, tiny_clip_path, str(tmp_path / "t"), "TRAINER.CLIP_LoRA.ENCODER", "text")
+    vision_only = make_trainer(data_root, tiny_clip_path, str(tmp_path / "v"), "TRAINER.CLIP_LoRA.ENCODER", "vision")
+    assert text_only.lora and all(k.startswith("text") for k in text_only.lora)
+    assert vision_only.lora and all(k.startswith("visual") for k in vision_only.lora)
+    # A frozen text encoder: the classifier is computed once, without a graph.
+    first = vision_only.text_features()
+    assert not first.requires_grad and vision_only.text_features() is first
+    assert text_only.text_features().requires_grad
+
+
 def test_all_images_need_a_pass_count_to_train(data_root, tiny_clip_path, tmp_path):
     t = make_trainer(data_root, tiny_clip_path, str(tmp_path / "a"), "DATASET.NUM_SHOTS", -1)
     with pytest.raises(ConfigError, match="N_ITERS 0"):
