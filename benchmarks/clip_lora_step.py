@@ -16,8 +16,10 @@ The architectures get random weights from open_clip's builder (clip.build_random
 The device is the engine's (CUDA when available, `--device cpu` to force). On CUDA the step runs
 as the recipe does, under fp16 autocast with a loss scaler; on the CPU in fp32 (`--amp` for bf16
 autocast). Printed per (architecture, variant): trainable parameters, the fastest of `--repeat`
-steps (after one warm-up step) and the step's peak memory (CUDA: peak allocated device memory;
-CPU: the process's peak resident memory after a reset, Linux), then the LoRA / full ratios.
+steps (after one warm-up step), the memory a step adds at its peak above what is held before it
+(activations, gradients) and the peak in all (with the weights and AdamW's state), then the
+LoRA / full ratios. CUDA: allocated device memory; CPU: the process's resident memory (Linux),
+its peak reset before each step.
 """
 import argparse
 import gc
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import clip  # noqa: E402
-from benchmarks.masktuning_step import measure  # noqa: E402
+from benchmarks.masktuning_step import measure, reset_peak  # noqa: E402
 from engine.config import get_cfg_default  # noqa: E402
 from engine.trainer import select_device  # noqa: E402
 from trainers.common.lora import QKVLoRA, attach_lora  # noqa: E402
@@ -99,17 +101,18 @@ def run_variant(arch, variant, args, device):
     labels = torch.randint(args.classes, (args.batch,), device=device)
     step = make_step(model, params, tokens, images, labels, args.amp)
     step()  # warm-up: allocator, optimizer state, kernels
-    best, peak = None, 0.0
+    best, peak, total = None, 0.0, 0.0
     for _ in range(args.repeat):
+        before = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else reset_peak()
         _, seconds, _, mem = measure(step, device)
         best = seconds if best is None else min(best, seconds)
-        peak = max(peak, mem)
+        peak, total = max(peak, mem), max(total, before + mem)
     n = sum(p.numel() for p in params)
     del model, params, step
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return n, best, peak
+    return n, best, peak, total
 
 
 def main(argv=None):
@@ -137,10 +140,12 @@ def main(argv=None):
         got = {}
         for variant in ("lora", "full"):
             got[variant] = run_variant(arch, variant, args, device)
-            n, seconds, peak = got[variant]
-            print(f"{arch:9s} {variant:5s} trainable {n:>12,}  step {seconds:8.3f} s  peak {peak:9.1f} MiB", flush=True)
-        (nl, tl, ml), (nf, tf, mf) = got["lora"], got["full"]
-        rows.append(f"{arch:9s} lora/full: trainable {nl / nf:.2e}  time {tl / tf:.2f}x  peak memory {ml / mf:.2f}x")
+            n, seconds, peak, total = got[variant]
+            print(f"{arch:9s} {variant:5s} trainable {n:>12,}  step {seconds:8.3f} s  step memory {peak:9.1f} MiB  "
+                  f"peak in all {total:9.1f} MiB", flush=True)
+        (nl, tl, ml, al), (nf, tf, mf, af) = got["lora"], got["full"]
+        rows.append(f"{arch:9s} lora/full: trainable {nl / nf:.2e}  time {tl / tf:.2f}x  step memory {ml / mf:.2f}x  "
+                    f"peak in all {al / af:.2f}x")
     print("\n".join(rows))
     return 0
 
