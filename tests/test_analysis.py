@@ -221,6 +221,15 @@ def test_difficulty_csv_matches_closed_forms(difficulty_runs, tmp_path, capsys):
     assert f"Pearson r (absolute magnitude) = {r_abs:.4f}; (relative) = {r_rel:.4f}" in stdout
 
 
+def test_difficulty_on_one_dataset_says_why_r_is_undefined(difficulty_runs, tmp_path, capsys):
+    runs, zs = difficulty_runs
+    assert difficulty.main([str(runs / "eurosat"), "--zeroshot", str(zs), "--out", str(tmp_path / "one.png")]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Pearson r")][0]
+    assert line == ("Pearson r (absolute magnitude) = nan; (relative) = nan (nan: a correlation across datasets "
+                    "needs at least two, and only 1 has both residual checkpoints and a zero-shot result; add the "
+                    "runs of other datasets to the roots)")
+
+
 def test_difficulty_options(difficulty_runs, tmp_path, capsys):
     runs, zs = difficulty_runs
     out = tmp_path / "rel.png"
