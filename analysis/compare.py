@@ -8,7 +8,11 @@ row with the same value in every column. Base-to-new (runs with DATASET.SUBSAMPL
 and new): base, new and their harmonic mean per method and dataset, computed from the
 seed-averaged accuracies as the conditional-prompt paper reports them, plus the average over datasets.
 Methods are told apart by what the runs recorded (trainer, the method's variant, backbone, and a
-selection made on the test split), never by folder names.
+selection made on the test split), never by folder names; runs of one method with other settings
+by the config keys in which runs of the same shot count differ, except that the runs following
+the method's recipe stay one row (analysis/curves.py: variant_labels). A seed found twice in one
+cell counts once, from the folder that sorts first, with a note; a folder left out (no final
+result, an unusable results.json) is named on stderr with the reason.
 """
 import argparse
 import sys
