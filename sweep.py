@@ -141,7 +141,7 @@ def plan(sweep, base):
 
 def headline(sweep, base, runs):
     """The sweep's first line: the grid, and the value each method axis runs with and where it
-    came from (TaskRes's alpha is the config's 1.0 unless --alphas, the recipe or an override says)."""
+    came from (a residual scale is the config's 1.0 unless --alphas, the recipe or an override says)."""
     cfg0 = train.setup_cfg(base)
     cls = method(cfg0.TRAINER.NAME) if cfg0.TRAINER.NAME else MethodFacts
     line = (f"Sweep of {cfg0.TRAINER.NAME or '?'} on {cfg0.DATASET.NAME or '?'}: {len(runs)} runs "

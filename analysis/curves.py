@@ -84,7 +84,7 @@ def _same(a, b):
 def follows_recipe(run, config=None):
     """True when a run is its method's recipe (engine/recipes.py) for its dataset and shot count:
     the recipe's config file, none of that file's result-affecting values changed, the recipe's
-    overrides in place. A recipe picks other settings per shot count (TaskRes: 100 epochs for 1-4
+    overrides in place. A recipe picks other settings per shot count (e.g. 100 epochs for 1-4
     shots, 200 for 8 and 16), so its runs are one method, not one per setting."""
     extras = run.results.get("extras") if isinstance(run.results.get("extras"), dict) else {}
     used = extras.get("config_file")
