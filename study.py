@@ -47,7 +47,7 @@ def build_parser():
     sp.add_argument("--devices", help="gpus backend: comma-separated devices, e.g. 0,1 or cpu,cpu "
                                       "(default: every visible GPU)")
     sp.add_argument("--cluster", help="slurm backend: submitit cluster (slurm, or local for submitit's local "
-                                      "executor; default: slurm where sbatch exists, else local)")
+                                      "executor; default: slurm, which needs sbatch on this machine)")
     sp.add_argument("--detach", action="store_true",
                     help="slurm backend: submit the groups that can start and exit (run again for later stages)")
     sp = sub.add_parser("status", help="done / running / failed / pending runs per group")
@@ -122,6 +122,8 @@ def cmd_run(study, args):
     from studies.state import run_states
 
     require_root(study)
+    if args.backend == "slurm":  # before planning: a missing Slurm is known at once
+        backends.require_slurm(args.cluster or study.slurm.get("cluster"))
     runs, groups = plan_study(study)
     todo = sum(not os.path.exists(r.done_path) for r in runs)
     print(f"[study] {study.name}: {len(runs)} runs in {len(groups)} groups, {len(runs) - todo} finished, "

@@ -21,7 +21,10 @@ scripts' layout, engine/layout.py: the variant is the method's, naming its axis 
 tag joins KEYvalue for each --set key, e.g. LR0.001), or an --output-dir template with {cfg}
 {shots} {seed} {trainer} {set} and one {<axis>} placeholder per axis (e.g. {alpha}).
 Finished runs (results.json) are skipped; unfinished ones resume. A failing run is reported and
-the others go on.
+the others go on, except for weights that cannot be loaded (offline, no local copy): the runs on
+that backbone are not started, since each would try the same download again.
+Exit status: 0 every run finished, 1 some failed, 2 bad arguments, 3 stopped by weights that
+cannot be loaded (scripts/all_methods.sh then stops too).
 """
 import argparse
 import itertools
@@ -33,7 +36,7 @@ import train
 from engine import layout
 from engine.config import merge_opts
 from engine.describe import MethodFacts, declared, method
-from engine.errors import UserError
+from engine.errors import UserError, WeightsError
 from engine.models import ModelCache
 from engine.recipes import RecipeError, dataset_stem, recipe
 from engine.run_lock import RunLockedError
@@ -136,6 +139,26 @@ def plan(sweep, base):
     return runs
 
 
+def headline(sweep, base, runs):
+    """The sweep's first line: the grid, and the value each method axis runs with and where it
+    came from (a residual scale is the config's 1.0 unless --alphas, the recipe or an override says)."""
+    cfg0 = train.setup_cfg(base)
+    cls = method(cfg0.TRAINER.NAME) if cfg0.TRAINER.NAME else MethodFacts
+    line = (f"Sweep of {cfg0.TRAINER.NAME or '?'} on {cfg0.DATASET.NAME or '?'}: {len(runs)} runs "
+            f"(shots {' '.join(map(str, sweep.shots))} x seeds {' '.join(map(str, sweep.seeds))}"
+            + "".join(f" x {key} {' '.join(values)}" for key, values in parse_sets(sweep.sets)) + ")")
+    for axis in cls.axes:
+        values = []
+        for _, argv in runs:  # an axis value is passed last: its last occurrence in the argv
+            value = argv[len(argv) - argv[::-1].index(axis.key)]
+            values += [value] if value not in values else []
+        flag = _flag(axis)
+        source = (f"from {flag}" if getattr(sweep, _dest(flag), None) else
+                  "the recipe's" if sweep.recipe else f"{axis.key} of the config and overrides; {flag} sets it")
+        line += f"; {axis.name} {', '.join(values)} ({source})"
+    return line
+
+
 def _variant(cls, cfg0, axis_opts):
     """The method's folder part for these axis values."""
     cfg = cfg0.clone()
@@ -170,27 +193,46 @@ def main(argv=None):
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
+    print(headline(sweep, base, runs), flush=True)
     models = ModelCache()  # owned by this sweep; dropped when it ends
     failed, start = [], time.time()
+    unloadable, not_started = set(), []  # backbones whose weights cannot be loaded; runs left
     for i, (out, run_argv) in enumerate(runs, 1):
         if layout.finished(out):
             print(f"[{i}/{len(runs)}] {out}: finished, skipped")
+            continue
+        if unloadable and _backbone(run_argv) in unloadable:
+            not_started.append(out)
             continue
         print(f"[{i}/{len(runs)}] {out}")
         try:
             train.run(train.parse_args(run_argv), models=models)
         except RunLockedError as e:
             print(f"[{i}/{len(runs)}] {out}: running elsewhere, skipped ({e})")
+        except WeightsError as e:  # every later run on this backbone would try (and wait) again
+            print(f"Error in {out}: {e}", file=sys.stderr)
+            failed.append(out)
+            unloadable.add(_backbone(run_argv))
         except UserError as e:
             print(f"Error in {out}: {e}", file=sys.stderr)
             failed.append(out)
         except Exception:  # noqa: BLE001 - one broken run must not stop the grid
             traceback.print_exc()
             failed.append(out)
-    print(f"Sweep done in {time.time() - start:.1f}s: {len(runs) - len(failed)}/{len(runs)} runs finished")
+    print(f"Sweep done in {time.time() - start:.1f}s: {len(runs) - len(failed) - len(not_started)}/{len(runs)} runs finished")
     for out in failed:
         print(f"  failed: {out}")
+    if unloadable:
+        print(f"Sweep stopped: the weights of {', '.join(sorted(unloadable))} cannot be loaded (the error above); "
+              f"{len(not_started)} more run(s) on it not started. Make the weights available and rerun.",
+              file=sys.stderr)
+        return 3
     return 1 if failed else 0
+
+
+def _backbone(run_argv):
+    """The backbone a run loads (its effective MODEL.BACKBONE.NAME)."""
+    return train.setup_cfg(train.parse_args(run_argv)).MODEL.BACKBONE.NAME
 
 
 def strip_flags(flags, names):

@@ -15,7 +15,7 @@ import traceback
 
 import torch
 
-from engine import checkpoint
+from engine import checkpoint, interrupt
 from engine.config import get_cfg_all_trainers, merge_file, merge_opts
 from engine.describe import declared
 from engine.errors import UserError
@@ -164,6 +164,7 @@ def print_args(args, cfg):
 
 def run(args, models=None):
     """One run; `models` is a ModelCache shared by the runs of a sweep (None: own model)."""
+    interrupt.install()  # a Ctrl-C that Python would drop (engine/interrupt.py) stops the run too
     cfg = setup_cfg(args)
     if not cfg.TRAINER.NAME:
         raise UserError(f"No trainer given: pass --trainer (one of {', '.join(TRAINER_REGISTRY.names())})")
@@ -184,7 +185,7 @@ def run(args, models=None):
                 _append(log_path, f"\nError: {e}\n")  # the console gets it from main()
                 raise
             except KeyboardInterrupt:
-                _append(log_path, "\nInterrupted.\n")
+                _append(log_path, "\nInterrupted: rerun the same command to resume from the last finished epoch.\n")
                 raise
             except Exception:  # noqa: BLE001 - any crash leaves its traceback in log.txt, then propagates
                 _append(log_path, "\n" + traceback.format_exc())

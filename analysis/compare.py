@@ -8,7 +8,11 @@ row with the same value in every column. Base-to-new (runs with DATASET.SUBSAMPL
 and new): base, new and their harmonic mean per method and dataset, computed from the
 seed-averaged accuracies as the conditional-prompt paper reports them, plus the average over datasets.
 Methods are told apart by what the runs recorded (trainer, the method's variant, backbone, and a
-selection made on the test split), never by folder names.
+selection made on the test split), never by folder names; runs of one method with other settings
+by the config keys in which runs of the same shot count differ, except that the runs following
+the method's recipe stay one row (analysis/curves.py: variant_labels). A seed found twice in one
+cell counts once, from the folder that sorts first, with a note; a folder left out (no final
+result, an unusable results.json) is named on stderr with the reason.
 """
 import argparse
 import sys
@@ -16,7 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .curves import AVERAGE, average_table, curve_table, dataset_order, plot
+from .curves import AVERAGE, AnalysisError, average_table, curve_table, dataset_order, plot, subsample
 from .output import write_csv
 from .runs import display_name, find_runs
 
@@ -29,33 +33,24 @@ def _cell(mean, std, n):
     return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
 
 
-def _subsample(run):
-    extras = run.results.get("extras") or {}
-    value = extras.get("subsample_classes")
-    if value is None:
-        value = ((run.results.get("config") or {}).get("DATASET") or {}).get("SUBSAMPLE_CLASSES", "all")
-    return value or "all"
-
-
-def zero_shot_rows(runs):
+def zero_shot_rows(runs, label=None):
     """One row per (dataset, zero-shot trainer) over the full class set."""
     by = defaultdict(list)
     for run in runs:
-        if run.is_zero_shot and run.dataset and _subsample(run) == "all":
-            by[(run.dataset, run.method())].append(run.accuracy)
+        if run.is_zero_shot and run.dataset and subsample(run) == "all":
+            by[(run.dataset, label(run) if label else run.method())].append(run.accuracy)
     return [{"dataset": d, "method": m, "shots": 0, "n": len(v), "mean": float(np.mean(v)),
              "std": float(np.std(v)), "seeds": "", "values": dict(enumerate(v))} for (d, m), v in by.items()]
 
 
-def few_shot_tables(runs):
-    """(rows, datasets): curve rows (per dataset and the average) and the datasets they cover."""
-    # A producer's runs make another method's input (MethodFacts.produces), not a row.
-    runs = [r for r in runs if _subsample(r) == "all" and not r.is_product]
-    rows = curve_table(runs)
+def few_shot_tables(runs, label=None):
+    """(rows, datasets): curve rows (per dataset and the average) and the datasets they cover;
+    `label(run)` names a run's method (default: its table label; a study: the study's names)."""
+    rows = curve_table(runs, label=label)
     datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
     if len(datasets) > 1:
         rows += average_table(rows, datasets, warn=False)
-    zs = zero_shot_rows(runs)
+    zs = zero_shot_rows([r for r in runs if not r.is_product], label)
     if len(datasets) > 1:
         by_method = defaultdict(dict)
         for row in zs:
@@ -97,7 +92,7 @@ def base_to_new_rows(runs):
     """Per (dataset, method, shots): base and new accuracy (mean over seeds) and their HM."""
     acc = defaultdict(lambda: defaultdict(dict))
     for run in runs:
-        part = _subsample(run)
+        part = subsample(run)
         if part not in ("base", "new") or not run.dataset:
             continue
         seed = run.seed if run.seed is not None else run.path
@@ -157,11 +152,11 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        runs = find_runs(args.roots, warn=False)
-    except FileNotFoundError as e:
+        runs = find_runs(args.roots)
+        rows, datasets = few_shot_tables(runs)
+    except (AnalysisError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rows, datasets = few_shot_tables(runs)
     b2n = base_to_new_rows(runs)
     if not rows and not b2n:
         print("error: no finished runs under " + ", ".join(args.roots), file=sys.stderr)

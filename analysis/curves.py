@@ -17,12 +17,17 @@ results on every dataset of the figure: it is the mean of the per-dataset means,
 bar is the std over seeds of the per-seed averages, over the seeds that every dataset has.
 """
 import argparse
+import ast
 import math
+import os
 import sys
 from collections import defaultdict
 
 import numpy as np
 
+from engine.config import load_yaml
+from engine.errors import ConfigError
+from engine.recipes import REPO, RecipeError, recipe
 from engine.record import RESULT_NEUTRAL_KEYS, flatten
 
 from .output import new_figure, save_figure, write_csv
@@ -38,12 +43,81 @@ class AnalysisError(Exception):
 
 # Recorded config keys that never tell two methods apart: the result-neutral ones and the grid's.
 _GRID_KEYS = RESULT_NEUTRAL_KEYS | {"SEED", "DATASET.NUM_SHOTS"}
+# Keys a label names in its own way (the backbone suffix), never as a config difference.
+_LABELLED_KEYS = {"MODEL.BACKBONE.NAME"}
+
+
+def subsample(run):
+    """The class subset a run was trained or evaluated on: all, base or new."""
+    extras = run.results.get("extras") if isinstance(run.results.get("extras"), dict) else {}
+    value = extras.get("subsample_classes")
+    if value is None:
+        value = ((run.results.get("config") or {}).get("DATASET") or {}).get("SUBSAMPLE_CLASSES", "all")
+    return value or "all"
+
+
+def few_shot_runs(runs):
+    """The runs a few-shot curve or table is made of, one rule for analysis.compare and
+    analysis.curves: few-shot training runs on all classes; not zero-shot, not an evaluation of a
+    checkpoint trained elsewhere (DG, base-to-new), not a producer's run (MethodFacts.produces:
+    another method's input, not a result)."""
+    return [r for r in runs if r.shots is not None and r.dataset and not r.is_zero_shot and not r.eval_only
+            and not r.is_product and subsample(r) == "all"]
+
+
+def _same(a, b):
+    """Config values equal as yacs reads them: "(224, 224)" in a yaml is the recorded [224, 224]."""
+    def norm(v):
+        if isinstance(v, str):
+            try:
+                v = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                return v
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        return v
+    return norm(a) == norm(b)
+
+
+def follows_recipe(run, config=None):
+    """True when a run is its method's recipe (engine/recipes.py) for its dataset and shot count:
+    the recipe's config file, none of that file's result-affecting values changed, the recipe's
+    overrides in place. A recipe picks other settings per shot count (e.g. 100 epochs for 1-4
+    shots, 200 for 8 and 16), so its runs are one method, not one per setting."""
+    extras = run.results.get("extras") if isinstance(run.results.get("extras"), dict) else {}
+    used = extras.get("config_file")
+    if not isinstance(used, str) or not run.trainer or not run.dataset or not run.shots:
+        return False
+    try:
+        r = recipe(run.trainer, run.dataset, run.shots)
+        wanted = flatten(load_yaml(r.config if os.path.isabs(r.config) else os.path.join(REPO, r.config)))
+    except (RecipeError, ConfigError, OSError, ValueError, KeyError):
+        return False  # no recipe for this method or dataset
+    if os.path.basename(used) != os.path.basename(r.config):
+        return False
+    config = config if config is not None else flatten(run.results.get("config"))
+    wanted.update(r.opts)
+    return all(_same(config[k], v) for k, v in wanted.items()
+               if k in config and k not in _GRID_KEYS and k not in _LABELLED_KEYS)
+
+
+def _settings(run):
+    """The run's recorded config, flat; a run without a record (reference code, read from its
+    log and folders) has its variant facts instead."""
+    config = flatten(run.results.get("config"))
+    if not config:
+        config = {k: v for k, v in (("base", run.base), ("α", run.alpha)) if v is not None}
+    return config
 
 
 def variant_labels(runs, label):
     """{run path: label} where runs that would share a label and a seed (the same method run twice
-    with other settings, e.g. the demo's 20 epochs next to the recipe's 100) are told apart by the
-    recorded config keys in which they differ."""
+    with other settings, e.g. the demo's 100 epochs at 16 shots next to the recipe's 200) are told
+    apart by the recorded config keys in which runs of the same shot count differ. A run that is
+    its method's recipe keeps the plain label (the settings a recipe changes with the shot count
+    name no variant); the others get `[KEY=value, ...]`."""
     by_label = defaultdict(list)
     for run in runs:
         by_label[(run.dataset, label(run))].append(run)
@@ -52,26 +126,33 @@ def variant_labels(runs, label):
         seen = defaultdict(int)
         for run in group:
             seen[(run.shots, run.seed)] += 1
-        configs = {run.path: flatten(run.results.get("config")) for run in group}
-        clash = any(n > 1 for n in seen.values())
-        keys = set()
-        if clash:
-            all_keys = set().union(*configs.values()) - _GRID_KEYS
+        configs = {run.path: _settings(run) for run in group}
+        keys, recipe_runs = set(), set()
+        if any(n > 1 for n in seen.values()):
+            by_shots = defaultdict(list)
+            for run in group:
+                by_shots[run.shots].append(configs[run.path])
             # A key some records lack is not a difference: older records hold every method's
             # keys, newer ones only their method's, and a key added later is at its default.
-            keys = {k for k in all_keys if len({repr(c[k]) for c in configs.values() if k in c}) > 1}
+            for same_shots in by_shots.values():
+                all_keys = set().union(*same_shots) - _GRID_KEYS - _LABELLED_KEYS
+                keys |= {k for k in all_keys if len({repr(c[k]) for c in same_shots if k in c}) > 1}
+            recipe_runs = {run.path for run in group if keys and follows_recipe(run, configs[run.path])}
         for run in group:
-            extra = ", ".join(f"{k}={configs[run.path][k]}" for k in sorted(keys) if k in configs[run.path])
+            extra = "" if run.path in recipe_runs else \
+                ", ".join(f"{k}={configs[run.path][k]}" for k in sorted(keys) if k in configs[run.path])
             out[run.path] = f"{name} [{extra}]" if extra else name
     return out
 
 
-def curve_table(runs, with_alpha=False, methods=None):
-    """One row per (dataset, method, shots): n, mean, std over seeds; `values` maps seed -> accuracy."""
+def curve_table(runs, with_alpha=False, methods=None, label=None):
+    """One row per (dataset, method, shots) over few_shot_runs(runs): n, mean, std over seeds;
+    `values` maps seed -> accuracy. `label(run)` names the method (default: its table label).
+    A seed found twice in a row (the same setting run twice, e.g. into two folders) counts once,
+    from the run whose folder sorts first; a note names the other."""
     groups = defaultdict(dict)
-    runs = [r for r in runs if r.shots is not None and r.dataset and not r.is_zero_shot
-            and not r.eval_only]  # eval-only: an evaluation of a checkpoint trained elsewhere (DG, base-to-new)
-    labels = variant_labels(runs, lambda r: r.method(with_alpha))
+    runs = sorted(few_shot_runs(runs), key=lambda r: r.path)
+    labels = variant_labels(runs, label or (lambda r: r.method(with_alpha)))
     for run in runs:
         method = labels[run.path]
         if methods and method not in methods:
@@ -79,9 +160,11 @@ def curve_table(runs, with_alpha=False, methods=None):
         key = (run.dataset, method, run.shots)
         seed = run.seed if run.seed is not None else run.path
         if seed in groups[key]:
-            raise AnalysisError(
-                f"two runs of {run.dataset} / {method} / {run.shots} shots with seed {seed}: "
-                f"{groups[key][seed][1]} and {run.path} (pass --by-alpha, or narrower RUN_ROOTs)")
+            kept, kept_path = groups[key][seed]
+            same = "the same accuracy" if kept == run.accuracy else f"{kept:.2f}% there, {run.accuracy:.2f}% here"
+            print(f"note: {run.path} left out: seed {seed} of {run.dataset} / {method} / {run.shots} shots "
+                  f"is already counted from {kept_path} ({same}; one run per seed)", file=sys.stderr)
+            continue
         groups[key][seed] = (run.accuracy, run.path)
     rows = []
     for (dataset, method, shots), by_seed in groups.items():

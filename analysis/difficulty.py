@@ -215,9 +215,18 @@ def main(argv=None):
     other = "relative" if args.metric == "absolute" else "absolute"
     r_other = pearson([row["transfer_difficulty"] for row in rows],
                       [row[f"{METRICS[other][0]}_mean"] for row in rows])
-    print(f"Pearson r ({args.metric} magnitude) = {r:.4f}; ({other}) = {r_other:.4f}")
+    print(f"Pearson r ({args.metric} magnitude) = {r:.4f}; ({other}) = {r_other:.4f}"
+          + ("" if not (math.isnan(r) or math.isnan(r_other)) else f" ({undefined_r(rows)})"))
     print(f"Wrote {args.out}" + (f" and {args.csv}" if args.csv else ""))
     return 0
+
+
+def undefined_r(rows):
+    """Why a Pearson r is nan: fewer than two datasets, or values that do not vary."""
+    if len(rows) < 2:
+        return (f"nan: a correlation across datasets needs at least two, and only {len(rows)} has both residual "
+                f"checkpoints and a zero-shot result; add the runs of other datasets to the roots")
+    return "nan: the difficulty or the magnitude is the same on every dataset, so nothing varies to correlate"
 
 
 if __name__ == "__main__":

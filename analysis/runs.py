@@ -124,10 +124,14 @@ def method_label(run, with_alpha=False):
         label = cls.table_label(extras)
     if with_alpha and run.alpha is not None:
         label += f", α={run.alpha:g}"
-    if run.backbone and run.backbone != "RN50":
-        # A checkpoint path is named by its file, not its folders.
-        label += f" [{os.path.basename(run.backbone) if os.sep in run.backbone else run.backbone}]"
-    return label
+    return label + backbone_suffix(run.backbone)
+
+
+def backbone_suffix(backbone):
+    """` [ViT-B/16]` for a backbone other than RN50 (a checkpoint path: its file name), else ""."""
+    if not backbone or backbone == "RN50":
+        return ""
+    return f" [{os.path.basename(backbone) if os.sep in backbone else backbone}]"
 
 
 def dataset_stem(name):
@@ -154,7 +158,28 @@ def _read_results(run_dir):
     except (OSError, ValueError) as e:
         print(f"warning: cannot read {path} ({e}); using the log", file=sys.stderr)
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        print(f"warning: {path} holds a {type(data).__name__}, not a record; using the log", file=sys.stderr)
+        return None
+    wrong = [f"{key} is {data[key]!r}" for key, ok in _RESULT_TYPES.items() if key in data and not ok(data[key])]
+    if wrong:  # a damaged or hand-edited record: its numbers cannot be trusted, the log's can
+        print(f"warning: {path} has values of the wrong type ({'; '.join(wrong)}); using the log",
+              file=sys.stderr)
+        return None
+    return data
+
+
+def _int_or_none(value):
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+# What train.py writes into results.json, by key: a record that breaks it is not read.
+_RESULT_TYPES = {
+    "accuracy": lambda v: _number(v) is not None, "num_shots": _int_or_none, "seed": _int_or_none,
+    "trainer": lambda v: isinstance(v, str), "dataset": lambda v: isinstance(v, str),
+    "backbone": lambda v: v is None or isinstance(v, str), "split": lambda v: isinstance(v, str),
+    "config": lambda v: v is None or isinstance(v, dict), "extras": lambda v: v is None or isinstance(v, dict),
+}
 
 
 def _number(value):
@@ -300,7 +325,9 @@ def find_runs(roots, warn=True):
             if run is not None:
                 runs.append(run)
             elif warn:
-                print(f"skip {current}: no final result", file=sys.stderr)
+                why = "its results.json is unusable (above)" if RESULTS_JSON in filenames else "no results.json"
+                print(f"skip {current}: no final result ({why}, and no final accuracy in its log: "
+                      f"unfinished or damaged)", file=sys.stderr)
     return sorted(runs, key=lambda r: r.path)
 
 

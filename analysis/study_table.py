@@ -11,7 +11,7 @@ import numpy as np
 from engine.layout import finished
 
 from . import compare
-from .runs import read_run
+from .runs import backbone_suffix, read_run
 
 CSV_FIELDS = compare.CSV_FIELDS
 
@@ -62,7 +62,11 @@ def study_table(study, runs):
         text, rows = dg_table(study, finished)
         return text, rows, len(finished), len(expected)
     found = [f for _, f in finished]
-    rows, datasets = compare.few_shot_tables(found)
+    # The study's method names are the table labels (its `name:`, with the grid variant and a
+    # backbone other than RN50), not the trainers' own labels.
+    names = {f.path: run.method + (f" ({run.variant})" if run.variant else "") + backbone_suffix(f.backbone)
+             for run, f in finished}
+    rows, datasets = compare.few_shot_tables(found, label=lambda r: names[r.path])
     b2n = compare.base_to_new_rows(found)
     text = ""
     if rows:

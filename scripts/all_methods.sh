@@ -50,17 +50,22 @@ COMMON=(FEATURES.MODE "$FEATURES_MODE")
 if [ -n "${BACKBONE:-}" ]; then COMMON+=(MODEL.BACKBONE.NAME "$BACKBONE"); fi
 COMMON+=(${EXTRA[@]+"${EXTRA[@]}"})
 FAILED=()
+STOPPED=  # set when a sweep stopped on weights that cannot be loaded: every later part would too
 
 sweep() {  # DATASET TRAINER OUTPUT-DIR [more sweep/train.py args]
-    local dataset=$1 trainer=$2 out=$3
+    local dataset=$1 trainer=$2 out=$3 rc=0
     shift 3
     (cd "$REPO" && "${PY[@]}" sweep.py --shots "${SHOT_LIST[@]}" --seeds "${SEED_LIST[@]}" --recipe \
         --root "$DATA" --trainer "$trainer" --dataset-config-file "configs/datasets/$dataset.yaml" \
-        --output-dir "$out" "$@" "${COMMON[@]}") || FAILED+=("$dataset/$trainer")
+        --output-dir "$out" "$@" "${COMMON[@]}") || rc=$?
+    if [ "$rc" -ne 0 ]; then FAILED+=("$dataset/$trainer"); fi
+    if [ "$rc" -eq 3 ]; then STOPPED="$dataset/$trainer"; fi  # sweep.py: weights that cannot be loaded
 }
 
 for DATASET in $DATASETS; do
+    [ -z "$STOPPED" ] || break
     for METHOD in $METHODS; do
+        [ -z "$STOPPED" ] || break
         echo "=== $DATASET: $METHOD"
         read -r TRAINER NEED <<< "${ENTRY[$METHOD]}"
         TRAINER=${TRAINER:-$METHOD}
@@ -91,6 +96,7 @@ for DATASET in $DATASETS; do
                 SHOT_LIST=("$K")
                 sweep "$DATASET" "$TRAINER" "$OUTPUT/$DATASET/$TRAINER" "$FLAG" "$BASE_DIR/$PRODUCT_FILE"
                 SHOT_LIST=("${SHOT_LIST_SAVED[@]}")
+                [ -z "$STOPPED" ] || break
             done
         else
             sweep "$DATASET" "$TRAINER" "$OUTPUT/$DATASET/$METHOD"
@@ -98,10 +104,17 @@ for DATASET in $DATASETS; do
     done
 done
 
+# The table of what finished; a failure here must not hide the summary below.
+TABLE=0
 (cd "$REPO" && "${PY[@]}" -m analysis.compare "$OUTPUT" --out "$OUTPUT/comparison.md" --csv "$OUTPUT/comparison.csv" \
-    --figure "$OUTPUT/curves.png")
+    --figure "$OUTPUT/curves.png") || TABLE=$?
+if [ -n "$STOPPED" ]; then
+    echo "error: stopped at $STOPPED: its weights cannot be loaded (the error above) and every later part would" \
+         "try again; make them available (or set BACKBONE) and rerun to resume" >&2
+fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "error: ${#FAILED[@]} part(s) failed: ${FAILED[*]} (rerun to resume)" >&2
     exit 1
 fi
+[ "$TABLE" -eq 0 ] || exit "$TABLE"
 echo "Done: $OUTPUT/comparison.md, $OUTPUT/curves.png"

@@ -19,6 +19,7 @@ starts when that group has finished.
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,10 +46,11 @@ def _todo(group):
 class LocalProgress:
     """A text progress bar with an ETA, printed before each run (run output goes between)."""
 
-    def __init__(self, runs, out=sys.stdout, width=30):
+    def __init__(self, runs, out=None, width=30):
         self.total = len(runs)
         self.done = sum(os.path.exists(r.done_path) for r in runs)
         self.failed = 0
+        self.busy = 0  # held by another live process (its lock): running there, not failed
         self.executed, self.spent = 0, 0.0
         self.start = time.time()
         self.out, self.width = out, width
@@ -62,23 +64,26 @@ class LocalProgress:
             self.spent += seconds
         if state == "done":
             self.done += 1
-        elif state in ("failed", "blocked", "busy"):
+        elif state in ("failed", "blocked"):
             self.failed += 1
+        elif state == "busy":
+            self.busy += 1
 
     def eta(self):
         if not self.executed:
             return "?"
-        left = self.total - self.done - self.failed
+        left = self.total - self.done - self.failed - self.busy
         return _hms(self.spent / self.executed * left)
 
     def show(self, run=None):
-        frac = (self.done + self.failed) / max(self.total, 1)
+        frac = (self.done + self.failed + self.busy) / max(self.total, 1)
         bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        line = (f"[study] [{bar}] {self.done}/{self.total} done, {self.failed} failed | "
+        busy = f", {self.busy} busy (run by another process)" if self.busy else ""
+        line = (f"[study] [{bar}] {self.done}/{self.total} done, {self.failed} failed{busy} | "
                 f"elapsed {_hms(time.time() - self.start)}, ETA {self.eta()}")
         if run is not None:
             line += f"\n[study] next: {os.path.relpath(run.out)}"
-        print(line, file=self.out, flush=True)
+        print(line, file=self.out or sys.stdout, flush=True)  # the stream of the moment (None: sys.stdout)
 
 
 def run_local(study, groups):
@@ -274,6 +279,21 @@ def group_resources(study, group):
     return {ALIASES.get(k, k): v for k, v in params.items()}
 
 
+LOCAL_CLUSTERS = ("local", "debug")  # submitit's executors that run on this machine
+
+
+def require_slurm(cluster):
+    """Stop unless Slurm can take the jobs or a local executor was asked for: submitit's automatic
+    choice falls back to running every job on this machine, which on a login node is a whole study
+    where a submission was meant."""
+    if cluster in LOCAL_CLUSTERS or shutil.which("sbatch") is not None:
+        return
+    raise StudyError(f"--backend slurm{' --cluster ' + cluster if cluster else ''}: Slurm's `sbatch` is not on "
+                     f"this machine's PATH, so nothing can be submitted; run it where Slurm is installed, or "
+                     f"run here with --backend local (or --backend slurm --cluster local for submitit's local "
+                     f"executor)")
+
+
 def run_slurm(study, groups, cluster=None, detach=False):
     try:
         import submitit
@@ -282,6 +302,7 @@ def run_slurm(study, groups, cluster=None, detach=False):
     from . import slurm_job
 
     cluster = cluster or study.slurm.get("cluster")
+    require_slurm(cluster)
     folder = os.path.join(study.state_dir, "submitit")
     kwargs = {}
     if "max_requeues" in study.slurm:

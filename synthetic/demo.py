@@ -5,7 +5,8 @@
 Nothing is downloaded. It builds (once, cached) a tiny CLIP in OpenAI's checkpoint format,
 writes a synthetic EuroSAT in CoOp's layout, evaluates zero-shot CLIP, trains TaskRes with the
 reference recipe (configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml, alpha 0.5) for seeds
-1-3 as scripts/taskres/main.sh would, and averages the seeds with parse_test_res.py.
+1-3 as scripts/taskres/main.sh would, and averages the seeds with parse_test_res.py (each seed's
+accuracy is printed beside the mean: on its 120 test images seeds can tie).
 By default the image features come from the feature store (FEATURES.MODE cached, under
 <out>/features), which takes about a minute on two CPU cores; --online augments and encodes
 every batch as the reference does (several minutes). Run folders are named by what ran
@@ -64,6 +65,7 @@ def main(argv=None):
             return code
     print("\n=== Seeds averaged by parse_test_res.py ===")
     parse_test_res.main([runs])
+    print_per_seed(runs)
     with open(os.path.join(zs_dir, "results.json")) as f:
         zs = json.load(f)["accuracy"]
     print(f"\nZero-shot CLIP: {zs:.1f}%  (chance 10%)")
@@ -78,6 +80,21 @@ def main(argv=None):
           f"--dataset-config-file configs/datasets/eurosat.yaml --output-dir {out}/sweep/eurosat/TaskRes {opts}")
     print(f"  python -m analysis.compare {out} --out {out}/table.md --figure {out}/curves.png")
     return 0
+
+
+def print_per_seed(runs):
+    """Each seed's accuracy beside the mean: on a small test set seeds can tie (one image is
+    a step of 100/N points), which a std of 0.00 alone reads as broken seeding."""
+    records = []
+    for seed in (1, 2, 3):
+        with open(os.path.join(runs, f"seed{seed}", "results.json")) as f:
+            records.append((seed, json.load(f)))
+    accs = [r["accuracy"] for _, r in records]
+    total = records[0][1].get("total")
+    step = f"; {total} test images, so accuracies move in steps of {100 / total:.2f} points and seeds can tie" \
+        if total else ""
+    print("Per seed: " + ", ".join(f"seed {s} {r['accuracy']:.2f}%" for s, r in records)
+          + f" (mean {sum(accs) / len(accs):.2f}%{step})")
 
 
 if __name__ == "__main__":

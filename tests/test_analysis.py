@@ -221,6 +221,15 @@ def test_difficulty_csv_matches_closed_forms(difficulty_runs, tmp_path, capsys):
     assert f"Pearson r (absolute magnitude) = {r_abs:.4f}; (relative) = {r_rel:.4f}" in stdout
 
 
+def test_difficulty_on_one_dataset_says_why_r_is_undefined(difficulty_runs, tmp_path, capsys):
+    runs, zs = difficulty_runs
+    assert difficulty.main([str(runs / "eurosat"), "--zeroshot", str(zs), "--out", str(tmp_path / "one.png")]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Pearson r")][0]
+    assert line == ("Pearson r (absolute magnitude) = nan; (relative) = nan (nan: a correlation across datasets "
+                    "needs at least two, and only 1 has both residual checkpoints and a zero-shot result; add the "
+                    "runs of other datasets to the roots)")
+
+
 def test_difficulty_options(difficulty_runs, tmp_path, capsys):
     runs, zs = difficulty_runs
     out = tmp_path / "rel.png"
@@ -351,11 +360,14 @@ def test_curves_errors(curve_runs, tmp_path, capsys):
     out = tmp_path / "x.png"
     assert curves.main([str(curve_runs), "--dataset", "sun397", "--out", str(out)]) == 1
     assert "no few-shot runs of dataset 'sun397'" in capsys.readouterr().err
-    # the same seed twice under one label (two alphas): ask for --by-alpha
+    # the same seed twice under one label (two alphas): told apart by alpha, as compare does
     write_results(taskres_dir(curve_runs, "dtd", 1, 1, alpha=1.0), 10.0, dataset="dtd", shots=1, seed=1)
-    assert curves.main([str(curve_runs), "--out", str(out)]) == 1
-    assert "--by-alpha" in capsys.readouterr().err
     table = tmp_path / "a.csv"
+    assert curves.main([str(curve_runs), "--dataset", "dtd", "--out", str(out), "--csv", str(table)]) == 0
+    got = read_csv(table)
+    assert float(got[("dtd", "TaskRes [α=1.0]", 1)]["mean"]) == 10.0
+    assert float(got[("dtd", "TaskRes [α=0.5]", 1)]["mean"]) == pytest.approx(np.mean(
+        [accuracy("dtd", "regular", 1, s) for s in (1, 2, 3)]))
     assert curves.main([str(curve_runs), "--dataset", "dtd", "--by-alpha", "--out", str(out), "--csv", str(table)]) == 0
     got = read_csv(table)
     assert float(got[("dtd", "TaskRes, α=1", 1)]["mean"]) == 10.0

@@ -169,7 +169,7 @@ def test_interrupt_and_crash_are_the_last_words_of_the_log(data_root, tiny_clip_
     assert train.main(args(data_root, out, tiny_clip_path)) == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("Interrupted. Rerun the same command")
-    assert last_log_line(out) == "Interrupted."
+    assert last_log_line(out).startswith("Interrupted: rerun the same command to resume")
 
     def crash(self):
         raise RuntimeError("boom in epoch")
