@@ -23,7 +23,6 @@ Not reproduced: the reference evaluates the test set after every batch (for its 
 Base to new: the prototypes are per class; classes never trained on keep their fresh rows,
 W = t, i.e. zero-shot CLIP with the same templates.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
