@@ -142,3 +142,16 @@ def test_augmented_lagrangian_resumes_exactly(env, monkeypatch):
     # the outer step ran: rho holds the squared distances of the last epoch (it starts at 0)
     h = (t.adapter.prototypes - t.adapter.base_text_features).pow(2).sum(-1)
     assert torch.allclose(a["penalty"], h.cpu()) and results(full)["correct"] == results(part)["correct"]
+
+
+def test_runs_appear_in_the_comparison_table(env, tmp_path):
+    from analysis.compare import main
+
+    for trainer, config in (("ZSLP", ZSLP_CFG), ("CLAP", CLAP_CFG)):
+        out = env["tmp"] / f"{trainer}_eurosat"
+        if not (out / "results.json").exists():
+            run(argv(env, out, trainer, config))
+    table = tmp_path / "table.md"
+    assert main([str(env["tmp"]), "--out", str(table)]) == 0
+    rows = [line.split("|")[1].strip() for line in table.read_text().splitlines() if line.startswith("| ")]
+    assert {"ZS-LP", "CLAP"} <= {r.split(" [")[0] for r in rows}  # labels carry " [backbone]" off RN50

@@ -153,3 +153,15 @@ def test_regularised_linear_adapter_trains(env):
     assert r["extras"]["variant"] == "linear_adapter"
     state = torch.load(out / "projection" / "model.pth.tar-50", weights_only=True)["state_dict"]
     assert list(state) == ["weight"] and state["weight"].shape == (128, 128)
+
+
+def test_runs_appear_in_the_comparison_table(env, tmp_path):
+    from analysis.compare import main
+
+    for name, opts in (("prolip_eurosat", ()), ("rla", ("TRAINER.PROLIP.VARIANT", "linear_adapter"))):
+        if not (env["tmp"] / name / "results.json").exists():
+            run(argv(env, env["tmp"] / name, "eurosat", "OPTIM.MAX_EPOCH", 5, *opts))
+    table = tmp_path / "table.md"
+    assert main([str(env["tmp"]), "--out", str(table)]) == 0
+    rows = {line.split("|")[1].strip().split(" [")[0] for line in table.read_text().splitlines() if line.startswith("| ")}
+    assert {"ProLIP", "Reg. linear adapter"} <= rows
