@@ -155,7 +155,8 @@ class ProLIP(Trainer):
                             f"with --eval-only --model-dir DIR instead")
         used = min(views, self.max_epoch + 1)  # epoch e trains on view (e + 1) mod V
         print(f"Support features: {used} of {views} augmented views per training image (one per epoch)")
-        feats, labels = self.source.split_features("train", views=used)
+        with self.timer("prepare"):  # encoding is preparation, not training time
+            feats, labels = self.source.split_features("train", views=used)
         self.record["views"] = views
         self.source = MethodBatches(self.source, lambda: self._epoch_batch(feats, labels, views), lambda: 1)
         super().before_train()

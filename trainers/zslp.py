@@ -87,7 +87,8 @@ class ZSLP(Trainer):
             raise UserError(f"{self.cfg.DATASET.NAME} has no training images for {type(self).__name__}; evaluate "
                             f"a trained run with --eval-only --model-dir DIR instead")
         print(f"Support features: {views} augmented views per training image")
-        feats, labels = self.source.split_features("train", views=views)
+        with self.timer("prepare"):  # encoding is preparation, not training time
+            feats, labels = self.source.split_features("train", views=views)
         self.init_from_support(feats, labels)
         self.record["views"] = views
         n = len(labels)
