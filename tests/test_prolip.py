@@ -162,6 +162,6 @@ def test_runs_appear_in_the_comparison_table(env, tmp_path):
         if not (env["tmp"] / name / "results.json").exists():
             run(argv(env, env["tmp"] / name, "eurosat", "OPTIM.MAX_EPOCH", 5, *opts))
     table = tmp_path / "table.md"
-    assert main([str(env["tmp"]), "--out", str(table)]) == 0
+    assert main([str(env["tmp"] / "prolip_eurosat"), str(env["tmp"] / "rla"), "--out", str(table)]) == 0
     rows = {line.split("|")[1].strip().split(" [")[0] for line in table.read_text().splitlines() if line.startswith("| ")}
     assert {"ProLIP", "Reg. linear adapter"} <= rows
