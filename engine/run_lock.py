@@ -2,7 +2,10 @@
 
 - `run_lock(folder)`: what every train.py run holds, an advisory `flock` on `.run.lock`: the
   kernel drops it when the process dies, however it dies, so a lock left by a killed run is
-  simply taken over; a second live process gets one clear message.
+  simply taken over; a second live process gets one clear message. The lock file is opened
+  without following links and must be a regular file of this user (it is rewritten: a planted
+  symlink must not redirect that write). Holding it, the run removes temporary files that killed
+  writers left in the folder (`engine.io.clean_orphans`).
 - `acquire(folder)` / `release(path)`: what a study worker holds around a run and its install
   (`.study.lock`), which must also hold across hosts (Slurm nodes on a shared file system,
   where flock is not reliable) and show as "running" in `study.py status`: a file naming its
@@ -12,15 +15,18 @@
   host); a stale lock is taken over.
 """
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
 
 from .errors import UserError
+from .io import clean_orphans
 
 LOCK_FILE = ".run.lock"
 STUDY_LOCK = ".study.lock"
@@ -37,11 +43,17 @@ def run_lock(folder):
     path = os.path.join(folder, LOCK_FILE)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link; a run folder's lock must be a regular file. Remove "
+                            "it and run again.") from None
         raise UserError(f"Cannot write to the output folder {folder} ({e.strerror}). Choose a writable "
                         "--output-dir.") from None
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise UserError(f"{path} is not a regular file of this user; remove it and run again.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -51,6 +63,7 @@ def run_lock(folder):
         info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
+        clean_orphans(folder, recursive=True)
         yield
     finally:
         os.close(fd)  # releases the lock
