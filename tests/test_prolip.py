@@ -165,3 +165,18 @@ def test_runs_appear_in_the_comparison_table(env, tmp_path):
     assert main([str(env["tmp"] / "prolip_eurosat"), str(env["tmp"] / "rla"), "--out", str(table)]) == 0
     rows = {line.split("|")[1].strip().split(" [")[0] for line in table.read_text().splitlines() if line.startswith("| ")}
     assert {"ProLIP", "Reg. linear adapter"} <= rows
+
+
+def test_a_resnet_clip_trains_its_attention_pool_projection(env, tiny_clip_rn_path, tmp_path):
+    """The ResNet path end to end: pre-projection rows wider than the embedding (256 > 32 on the
+    tiny ResNet), P = attnpool.c_proj's weight, its bias frozen."""
+    store = str(tmp_path / "store")
+    t = run(argv(env, tmp_path / "rn", "eurosat", "MODEL.BACKBONE.NAME", tiny_clip_rn_path, "FEATURES.CACHE_DIR", store,
+                 "OPTIM.MAX_EPOCH", 2, "OPTIM.LR", 1e-3))
+    p0, bias = clip.image_projection(t.clip_model)
+    assert t.head.weight.shape == p0.shape == (32, 256) and torch.equal(t.head.bias, bias)
+    assert not torch.equal(t.head.weight.detach(), p0)  # trained
+    z, _ = t.source.split_features("test")
+    assert z.shape[1] == 256
+    state = torch.load(tmp_path / "rn" / "projection" / "model.pth.tar-2", weights_only=True)["state_dict"]
+    assert torch.equal(state["weight"], t.head.weight.detach().cpu())
