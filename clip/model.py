@@ -274,3 +274,62 @@ def encode_image(model, images):
     """Image features in float32; `images` are cast to the visual tower's dtype and device."""
     param = next(model.visual.parameters())
     return model.encode_image(images.to(device=param.device, dtype=visual_dtype(model))).float()
+
+
+# ---- the last image projection (methods that learn it, e.g. ProLIP) ----------------------------
+def _projection_kind(model):
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.transformer import VisionTransformer
+
+    visual = model.visual
+    if isinstance(visual, ModifiedResNet) and getattr(visual, "attnpool", None) is not None:
+        return "attnpool"
+    if isinstance(visual, VisionTransformer) and isinstance(getattr(visual, "proj", None), torch.Tensor):
+        return "proj"
+    raise UserError(f"This image encoder ({type(visual).__name__}) has no last projection to split off: "
+                    "pre-projection features need an OpenAI-architecture ResNet (attention pooling) or a "
+                    "ViT with a `proj` matrix")
+
+
+def image_projection(model):
+    """(weight [D_embed, W], bias [D_embed] or None), float32 copies: the image tower's last linear
+    map, f = z @ weight.T + bias, with z the pre-projection feature. ResNets: the attention
+    pool's output projection `attnpool.c_proj` (it has a bias); ViTs: `visual.proj` transposed."""
+    if _projection_kind(model) == "attnpool":
+        c_proj = model.visual.attnpool.c_proj
+        return c_proj.weight.detach().float().clone(), c_proj.bias.detach().float().clone()
+    return model.visual.proj.detach().float().t().contiguous(), None
+
+
+def _attnpool_before_projection(pool, x):
+    """open_clip's AttentionPool2d.forward with an identity output projection, for the pooled
+    (first) token only: the concatenated heads' output, the input of `c_proj`."""
+    x = x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]).permute(2, 0, 1)  # NCHW -> (HW)NC
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+    x = x + pool.positional_embedding[:, None, :].to(x.dtype)
+    width = x.shape[-1]
+    out, _ = torch.nn.functional.multi_head_attention_forward(
+        query=x[:1], key=x, value=x, embed_dim_to_check=width, num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=torch.eye(width, dtype=x.dtype, device=x.device),
+        out_proj_bias=torch.zeros(width, dtype=x.dtype, device=x.device),
+        use_separate_proj_weight=True, training=False, need_weights=False)
+    return out[0]
+
+
+def encode_image_pre_projection(model, images):
+    """Image features before the last projection (`image_projection`), float32: the input of
+    `attnpool.c_proj` (ResNets, e.g. 2048-d for RN50) or of `visual.proj` (ViTs, the
+    post-LayerNorm class token, e.g. 768-d for ViT-B/16)."""
+    kind = _projection_kind(model)
+    visual = model.visual
+    param = next(visual.parameters())
+    x = images.to(device=param.device, dtype=visual_dtype(model))
+    if kind == "attnpool":
+        x = visual.stem(x)
+        x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
+        return _attnpool_before_projection(visual.attnpool, x).float()
+    pooled, _ = visual._pool(visual.transformer(visual._embeds(x)))
+    return pooled.float()

@@ -27,6 +27,7 @@ Class attributes a method may set:
     ignored_keys        keys it has only so that reference yaml files load, e.g.
                         "TRAINER.TaskRes.N_CTX": neither recorded nor compared
     consumes            "features" (default) or "pixels"
+    feature_kind        "embedding" (default) or "pre-projection": which image features
     closed_form         True: `fit()` replaces the epoch loop
     ignored_load_keys   state-dict keys a checkpoint may lack or carry without error (CoOp
                         drops its token prefix/suffix buffers); everything else loads strictly
@@ -111,6 +112,10 @@ class Trainer(Checkpointing, MethodFacts):
     # Precision of the frozen image encoder on CUDA with PREC fp16 when
     # FEATURES.IMAGE_ENCODER_PREC is "" (TaskRes casts its image encoder to fp32).
     reference_image_encoder_prec = "fp16"
+    # The image features a feature method consumes: "embedding" (CLIP's image embedding) or
+    # "pre-projection" (the input of the last image projection, `clip.image_projection`, for
+    # methods that learn it). Each kind is stored under its own identity (`_feature_identity`).
+    feature_kind = "embedding"
 
     @classmethod
     def extend_cfg(cls, cfg):
@@ -255,7 +260,8 @@ class Trainer(Checkpointing, MethodFacts):
         if model is None:
             return "", ""
         dtype = next(model.visual.parameters()).dtype
-        return getattr(model, "backbone_id", self.cfg.MODEL.BACKBONE.NAME), f"{self.device.type}-{dtype}"
+        tag = f"{self.device.type}-{dtype}" + ("" if self.feature_kind == "embedding" else f"|{self.feature_kind}")
+        return getattr(model, "backbone_id", self.cfg.MODEL.BACKBONE.NAME), tag
 
     def encoder_dtypes(self):
         """{"image", "text": the dtype of that tower's weights} of the loaded CLIP ({} without one),
@@ -273,6 +279,8 @@ class Trainer(Checkpointing, MethodFacts):
     def encode_images(self, images):
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.feature_kind == "pre-projection":
+            return clip.encode_image_pre_projection(self.clip_model, images)
         return clip.encode_image(self.clip_model, images)
 
     def register_model(self, name, module, optim=None, sched=None, params=None):
