@@ -11,7 +11,7 @@ import train
 from runs import results, run_direct as run
 from trainers.gda import GDAHead, gda_classifier
 from trainers.lppp import init_alpha, lr_alpha, lr_w
-from trainers.proker import krr_coefficients
+from trainers.proker import ProKeRModel, fit_alpha, support_rows
 
 CONFIGS = {"GDA": "configs/trainers/GDA/rn50.yaml", "LPpp": "configs/trainers/LPpp/rn50.yaml",
            "ProKeR": "configs/trainers/ProKeR/rn50.yaml"}
@@ -63,26 +63,52 @@ def test_lppp_step_sizes_and_alpha_init_match_a_hand_computation():
 
 
 # ---- ProKeR ------------------------------------------------------------------------------------
+def proker_two_points():
+    # support x1 = (1, 0) labelled 1, x2 = (0.6, 0.8) labelled 0; text t0 = (1, 0), t1 = (0, 1):
+    # f0(X) = X T^T = [[1, 0], [0.6, 0.8]], Y - f0(X) = [[-1, 1], [0.4, -0.8]]
+    return (torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64),
+            torch.tensor([[-1.0, 1.0], [0.4, -0.8]], dtype=torch.float64))
+
+
 def test_proker_solve_matches_a_hand_computation():
-    # two keys with x1.x2 = 0.6, beta 2: K = [[1, e], [e, 1]], e = exp(-0.8); lambda 0.5:
-    # (K + 0.5 I)^-1 = [[1.5, -e], [-e, 1.5]] / (2.25 - e^2)
-    keys = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
-    residual = torch.tensor([[0.3, -0.3], [-0.2, 0.2]], dtype=torch.float64)
-    e = math.exp(-0.8)
-    det = 2.25 - e * e
-    expected = [[(1.5 * 0.3 + e * 0.2) / det, (-1.5 * 0.3 - e * 0.2) / det],
-                [(-e * 0.3 - 1.5 * 0.2) / det, (e * 0.3 + 1.5 * 0.2) / det]]
-    coef = krr_coefficients(keys, residual, 2.0, 0.5)
-    assert torch.allclose(coef, torch.tensor(expected, dtype=torch.float64), atol=1e-12)
+    # beta 2: K = [[1, e], [e, 1]], e = exp(-2 (1 - 0.6)) = 0.449328964; lambda 0.5:
+    # (1/lambda) K + I = [[3, 2e], [2e, 3]], determinant 9 - 4e^2 = 8.192413928, inverse
+    # [[3, -2e], [-2e, 3]] / 8.192413928, so alpha = inverse @ (Y - f0(X)):
+    #   alpha_1 = (3 (-1, 1) - 0.898657928 (0.4, -0.8)) / 8.192413928 = (-0.410069999, 0.453947564)
+    #   alpha_2 = (-0.898657928 (-1, 1) + 3 (0.4, -0.8)) / 8.192413928 = (0.256170885, -0.402647859)
+    support, residual = proker_two_points()
+    alpha = fit_alpha(support, residual, 2.0, 0.5)
+    assert torch.allclose(alpha, torch.tensor([[-0.4100699990, 0.4539475636], [0.2561708852, -0.4026478590]],
+                                              dtype=torch.float64), atol=1e-9)
+    # logits of x = (0.8, 0.6): f0 = (0.8, 0.6); k(x, x1) = exp(-2 * 0.2) = 0.670320046,
+    # k(x, x2) = exp(-2 * (1 - 0.96)) = 0.923116346:
+    # (0.8, 0.6) + 0.670320046 alpha_1 + 0.923116346 alpha_2 = (0.761597391, 0.532599331)
+    model = ProKeRModel(2, 2, 2, 2.0, 0.5)
+    model.support.copy_(support.float())
+    model.alpha.copy_(alpha.float())
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    got = model(torch.tensor([[4.0, 3.0]]), text, "cosine", 100.0)  # features are normalised first
+    assert torch.allclose(got, torch.tensor([[0.7615973910, 0.5325993312]]), atol=1e-6)
 
 
-def test_proker_interpolates_the_support_set_as_lambda_vanishes():
+def test_proker_lambda_runs_from_zero_shot_to_a_residual_cache():
+    # lambda -> 0: alpha -> 0 (f0 alone); lambda -> infinity: alpha -> Y - f0(X), so the
+    # correction becomes k(x, X) (Y - f0(X))
     g = torch.Generator().manual_seed(0)
-    keys = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=-1)
+    support = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=-1)
     residual = torch.randn(6, 3, generator=g, dtype=torch.float64)
-    coef = krr_coefficients(keys, residual, 3.0, 1e-9)
-    k = torch.exp(-3.0 * (1 - keys @ keys.T))
-    assert torch.allclose(k @ coef, residual, atol=1e-5)  # g(x_i) = y_i - f0(x_i)
+    assert fit_alpha(support, residual, 3.0, 1e-9).abs().max() < 1e-6
+    assert torch.allclose(fit_alpha(support, residual, 3.0, 1e9), residual, atol=1e-6)
+
+
+def test_proker_support_rows_are_views_pass_after_pass():
+    raw = torch.tensor([[[3.0, 4.0], [0.0, 2.0]], [[1.0, 0.0], [-5.0, 0.0]]])  # 2 images x 2 views
+    rows, labels = support_rows(raw, torch.tensor([7, 9]), "views")
+    assert torch.allclose(rows, torch.tensor([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    assert labels.tolist() == [7, 9, 7, 9]
+    keys, labels = support_rows(raw, torch.tensor([7, 9]), "mean")  # means (1.5, 3) and (-2, 0)
+    assert torch.allclose(keys, torch.tensor([[1 / 5 ** 0.5, 2 / 5 ** 0.5], [-1.0, 0.0]]))
+    assert labels.tolist() == [7, 9]
 
 
 # ---- runs --------------------------------------------------------------------------------------
@@ -170,10 +196,10 @@ def test_fixed_hyperparameters_choose_nothing(env):
     assert r["selection"]["tier"] == "none" and r["extras"]["alpha"] == 0.0
     assert r["correct"] == zero_shot(env)["correct"]  # alpha 0 is zero-shot CLIP
     out = env["tmp"] / "proker_fixed"
-    run(argv(env, out, "ProKeR", "TRAINER.ProKeR.SEARCH", "none", "TRAINER.ProKeR.LAMBDA", 1e6))
+    run(argv(env, out, "ProKeR", "TRAINER.ProKeR.SEARCH", "none", "TRAINER.ProKeR.LAMBDA", 1e-12))
     r = results(out)
-    assert r["selection"]["tier"] == "none" and r["extras"]["lambda"] == 1e6
-    assert r["correct"] == zero_shot(env)["correct"]  # a huge ridge leaves f0 alone
+    assert r["selection"]["tier"] == "none" and r["extras"]["lambda"] == 1e-12
+    assert r["correct"] == zero_shot(env)["correct"]  # lambda -> 0 leaves f0 (cosine) alone
     out = env["tmp"] / "lppp_last"
     run(argv(env, out, "LPpp", "TRAINER.LPpp.EPOCH_SELECTION", "last", "TRAINER.LPpp.EPOCHS", 20))
     r = results(out)
@@ -194,11 +220,28 @@ def test_lppp_alpha_gradient_is_accumulated_unless_reset(env):
 
 
 @pytest.mark.parametrize("key,value", [("TRAINER.GDA.ALPHA_SEARCH", "train"), ("TRAINER.LPpp.W_INIT", "median"),
-                                       ("TRAINER.ProKeR.BASE", "logits")])
+                                       ("TRAINER.ProKeR.BASE", "logits"), ("TRAINER.ProKeR.BETA_GRID", (1, 2)),
+                                       ("TRAINER.ProKeR.MAX_SUPPORT", 100)])
 def test_bad_keys_are_one_clear_error(env, tmp_path, capsys, key, value):
     name = key.split(".")[1]
     assert train.main([str(a) for a in argv(env, tmp_path / "o", name, key, value)]) == 2
     assert key in capsys.readouterr().err
+
+
+def test_proker_support_is_every_view_unless_averaged(env, fitted, tmp_path, capsys):
+    r = results(fitted("ProKeR"))  # 8 shots x 10 classes, AUGMENT_EPOCH 2
+    assert r["extras"]["support_size"] == 160
+    fit = torch.load(fitted("ProKeR") / "proker" / "model-fit.pth.tar", weights_only=True)["state_dict"]
+    assert torch.allclose(fit["support"].norm(dim=-1), torch.ones(160))
+    assert not torch.allclose(fit["support"][:80], fit["support"][80:])  # pass 1, then pass 2
+    out = env["tmp"] / "proker_mean"
+    run(argv(env, out, "ProKeR", "TRAINER.ProKeR.SUPPORT", "mean"))
+    assert results(out)["extras"]["support_size"] == 80
+    assert results(out)["accuracy"] > zero_shot(env)["accuracy"] + 5.0
+    # the fit's residual is of its own f0: another BASE at evaluation is refused
+    code = train.main([str(a) for a in argv(env, tmp_path / "e", "ProKeR", "TRAINER.ProKeR.BASE", "probs")
+                       + ["--eval-only", "--model-dir", str(fitted("ProKeR"))]])
+    assert code == 2 and "TRAINER.ProKeR.BASE cosine" in capsys.readouterr().err
 
 
 @pytest.mark.slow
