@@ -186,6 +186,9 @@ class Checkpointing:
             if path.endswith(STAGED):  # a unit written in full but not yet moved in place
                 os.replace(path, path[:-len(STAGED)])
                 path = path[:-len(STAGED)]
+            stale = os.path.join(directory, name, ckpt.RESUME_FILE + STAGED)
+            if os.path.exists(stale):  # of an epoch after the one resumed
+                os.remove(stale)
             ckpt.write_pointer(directory, name, os.path.basename(path))
             states[name] = (path, ckpt.load_checkpoint(path, self.device))
         return states
@@ -284,9 +287,11 @@ class Checkpointing:
 
     def _check_class_overlap(self, name, state_dict, trained, path):
         """Per-class entries trained on classes none of which this dataset has would all be
-        replaced by the zero-shot rows: the result would be zero-shot CLIP under this method's name."""
+        replaced by the zero-shot rows: the result would be zero-shot CLIP under this method's name.
+        Base-to-new evaluation (DATASET.SUBSAMPLE_CLASSES new) shares no class by design."""
         keys = [k for k in self._class_dims() if k in state_dict]
-        if not keys or trained is None or set(trained) & set(self.dm.classnames):
+        if (not keys or trained is None or set(trained) & set(self.dm.classnames)
+                or self.cfg.DATASET.SUBSAMPLE_CLASSES != "all"):
             return
         raise UserError(f'Checkpoint "{path}" ({name}) was trained on classes none of which '
                         f"{self.cfg.DATASET.NAME} has (e.g. {', '.join(list(trained)[:3])}; here: "

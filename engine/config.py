@@ -173,7 +173,8 @@ def get_cfg_default():
     c.TRAIN.PRINT_FREQ = 10
     c.TRAIN.COUNT_ITER = "train_x"
     # Not in Dassl: a rolling resume snapshot every N epochs (0 = off, the reference), removed
-    # when the run finishes, so a killed run continues where it stopped.
+    # when the run finishes, so a killed run continues where it stopped. A periodic checkpoint
+    # (CHECKPOINT_FREQ) before the last epoch is always followed by one: it is a resume point.
     c.TRAIN.RESUME_FREQ = 1
     # Not in Dassl (which always writes it): TensorBoard events under OUTPUT_DIR/tensorboard.
     c.TRAIN.TENSORBOARD = True

@@ -58,7 +58,7 @@ import clip
 from . import checkpoint as ckpt
 from . import precision
 from . import record
-from .checkpointing import FIT_FILE, Checkpointing
+from .checkpointing import FIT_FILE, STAGED, Checkpointing
 from .config import check_cfg as check_common_cfg
 from .data import DataManager
 from .describe import MethodFacts
@@ -439,9 +439,10 @@ class Trainer(Checkpointing, MethodFacts):
         """The end of every training: the resume snapshots go (the run is complete), the
         elapsed time is printed, the TensorBoard writer is closed."""
         for name in self._models:
-            path = os.path.join(self.output_dir, name, ckpt.RESUME_FILE)
-            if os.path.exists(path):
-                os.remove(path)
+            for filename in (ckpt.RESUME_FILE, ckpt.RESUME_FILE + STAGED):
+                path = os.path.join(self.output_dir, name, filename)
+                if os.path.exists(path):
+                    os.remove(path)
         print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - self.time_start))}")
         if self.writer is not None:
             self.writer.close()
