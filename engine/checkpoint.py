@@ -3,7 +3,8 @@
 `OUTPUT_DIR/<model name>/model.pth.tar-<epoch>` plus a `checkpoint` text file naming the latest
 file, so reference tooling finds them; every file loads with `torch.load(weights_only=True)`.
 A rolling `resume.pth.tar` (with RNG states) lets a killed run continue where it stopped; it is
-removed when the run finishes.
+removed when the run finishes. The pointer names only files an exact resume can start from: the
+snapshot, the last epoch's checkpoint, a closed-form fit (engine.checkpointing decides).
 
 `load_checkpoint` also reads checkpoints written by Dassl-based reference code (CoOp, TaskRes),
 which pickle optimizer and scheduler objects next to the tensors, without unpickling any code.
@@ -35,8 +36,13 @@ def save_checkpoint(state, directory, name, filename, fsync=True, pointer=True):
     path = os.path.join(folder, filename)
     save_torch(state, path, fsync=fsync)
     if pointer:
-        save_text(filename + "\n", os.path.join(folder, POINTER))
+        write_pointer(directory, name, filename)
     return path
+
+
+def write_pointer(directory, name, filename):
+    """Name `filename` as model `name`'s latest state (what resume continues from)."""
+    save_text(filename + "\n", os.path.join(directory, name, POINTER))
 
 
 def read_pointer(directory, name):

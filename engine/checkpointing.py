@@ -25,10 +25,12 @@ from .errors import UserError
 
 FIT_FILE = "model-fit.pth.tar"  # closed-form methods: the fitted model (no epochs)
 BEST_FILE = "model-best.pth.tar"
+STAGED = ".next"  # a rolling file of a multi-model save, written before any of them is replaced
 IMAGENET_CLASSES = 1000
 
 
 class Checkpointing:
+    source_finished = True  # False: load_model read a run that has not finished (results.json "finished")
     ignored_load_keys = ()
     per_class_keys = ()
     # {state-dict key: class dimension} of per-class entries laid out otherwise than
@@ -60,11 +62,50 @@ class Checkpointing:
         return state_dict
 
     # ---- saving ------------------------------------------------------------------------------
-    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
-        for name in self._models:
-            self._save_one(name, epoch, directory, val_result, model_name, with_rng, quiet)
+    def save_epoch_checkpoints(self):
+        """The checkpoints at the end of epoch `self.epoch`: model.pth.tar-<N> every
+        TRAIN.CHECKPOINT_FREQ epochs and at the last, the resume snapshot every TRAIN.RESUME_FREQ
+        epochs and after every periodic checkpoint before the last. A periodic checkpoint holds
+        no RNG state (and, for MaskTuning, bit-packed masks without Adam's moments), so the
+        snapshot written after it is what a kill right then resumes from, exactly."""
+        epoch, cfg = self.epoch, self.cfg.TRAIN
+        last = epoch + 1 >= self.max_epoch
+        periodic = cfg.CHECKPOINT_FREQ > 0 and (epoch + 1) % cfg.CHECKPOINT_FREQ == 0
+        if last or periodic:
+            self.save_model(epoch, self.output_dir)
+        if not last and (periodic or (cfg.RESUME_FREQ > 0 and (epoch + 1) % cfg.RESUME_FREQ == 0)):
+            self.save_model(epoch, self.output_dir, model_name=ckpt.RESUME_FILE, with_rng=True, quiet=True)
 
-    def _save_one(self, name, epoch, directory, val_result, model_name, with_rng, quiet):
+    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
+        """Every registered model's checkpoint `model_name` (default model.pth.tar-<epoch + 1>).
+        The `checkpoint` pointer moves only to a file resume can continue from exactly: not to
+        model-best.pth.tar, nor to a periodic checkpoint before the last epoch. With several
+        models the files are one unit: all are written first (a rolling file under a staging
+        name), then moved in place with the pointers, so that a kill in between leaves an epoch
+        every model has (resume_model_if_exist finds it)."""
+        filename = model_name or f"model.pth.tar-{epoch + 1}"
+        pointer = filename != BEST_FILE and (bool(model_name) or epoch + 1 >= self.max_epoch)
+        unit = pointer and len(self._models) > 1
+        staged = []
+        for name in self._models:
+            target = os.path.join(directory, name, filename)
+            write_as = filename + STAGED if unit and os.path.exists(target) else filename
+            if write_as != filename:
+                staged.append(name)
+            state = self._checkpoint_state(name, epoch, val_result, with_rng)
+            # The rolling snapshot is rewritten every epoch; skip fsync there (a process crash
+            # keeps the rename atomic; only a power loss could lose the latest snapshot).
+            ckpt.save_checkpoint(state, directory, name, write_as, fsync=not with_rng, pointer=pointer and not unit)
+            if not quiet:
+                print(f"Checkpoint saved to {target}")
+        if unit:
+            for name in self._models:
+                if name in staged:
+                    target = os.path.join(directory, name, filename)
+                    os.replace(target + STAGED, target)
+                ckpt.write_pointer(directory, name, filename)
+
+    def _checkpoint_state(self, name, epoch, val_result, with_rng):
         sched = self._scheds[name]
         weights, optim_state = self.checkpoint_weights(name, with_rng)
         state = {
@@ -83,25 +124,18 @@ class Checkpointing:
             state["rng"] = ckpt.rng_state()
         if self.best_result > -float("inf"):
             state["best_result"] = float(self.best_result)  # TEST.FINAL_MODEL best_val after resume
-        filename = model_name or f"model.pth.tar-{epoch + 1}"
-        # The rolling snapshot is rewritten every epoch; skip fsync there (a process crash
-        # keeps the rename atomic; only a power loss could lose the latest snapshot).
-        path = ckpt.save_checkpoint(state, directory, name, filename, fsync=not with_rng,
-                                    pointer=filename != BEST_FILE)
-        if not quiet:
-            print(f"Checkpoint saved to {path}")
+        return state
 
     # ---- loading -----------------------------------------------------------------------------
     def resume_model_if_exist(self, directory):
-        paths = {name: ckpt.read_pointer(directory, name) for name in self._models}
-        if not paths or any(p is None for p in paths.values()):
+        states = self._resume_states(directory)
+        if not states:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start = 0
-        for name, path in paths.items():
+        for name, (path, state) in states.items():
             print(f'Loading checkpoint from "{path}"')
-            state = ckpt.load_checkpoint(path, self.device)
             self.restore(name, state, path)
             print("Loaded model weights")
             if self._optims[name] is not None and state.get("optimizer"):
@@ -125,6 +159,58 @@ class Checkpointing:
         print(f"Previous epoch: {start}")
         return start
 
+    def _resume_states(self, directory):
+        """{model name: (path, state)} that resume continues from, one epoch for every model;
+        None without one. The pointers' files normally agree; a run killed between two models'
+        saves leaves them an epoch apart, and all then resume from the last epoch they share."""
+        paths = {name: ckpt.read_pointer(directory, name) for name in self._models}
+        if not paths or all(p is None for p in paths.values()):
+            return None
+        states = {name: (p, ckpt.load_checkpoint(p, self.device)) for name, p in paths.items() if p is not None}
+        epochs = {name: int(s.get("epoch", 0)) for name, (_, s) in states.items()}
+        if len(states) == len(paths) and len(set(epochs.values())) == 1:
+            return states
+        found = {name: self._resume_points(directory, name) for name in self._models}
+        shared = set.intersection(*(set(f) for f in found.values()))
+        latest = ", ".join(f"{name} epoch {epochs[name]}" if name in epochs else f"{name} none" for name in paths)
+        if not shared:
+            print(f"The models' latest checkpoints are from different epochs ({latest}), as a run killed "
+                  "while saving leaves them, and no epoch can be resumed for all; training from scratch")
+            return None
+        epoch = max(shared)
+        print(f"The models' latest checkpoints are from different epochs ({latest}), as a run killed while "
+              f"saving leaves them: resuming every model from epoch {epoch}, the last they share")
+        states = {}
+        for name in self._models:
+            path = found[name][epoch]
+            if path.endswith(STAGED):  # a unit written in full but not yet moved in place
+                os.replace(path, path[:-len(STAGED)])
+                path = path[:-len(STAGED)]
+            stale = os.path.join(directory, name, ckpt.RESUME_FILE + STAGED)
+            if os.path.exists(stale):  # of an epoch after the one resumed
+                os.remove(stale)
+            ckpt.write_pointer(directory, name, os.path.basename(path))
+            states[name] = (path, ckpt.load_checkpoint(path, self.device))
+        return states
+
+    def _resume_points(self, directory, name):
+        """{epoch: path} of the files in model `name`'s folder that an exact resume can
+        start from: snapshots (they hold RNG states), staged or not, and last-epoch checkpoints."""
+        folder = os.path.join(directory, name)
+        points = {}
+        for filename in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if filename.endswith(".tmp") or not (filename.startswith((ckpt.RESUME_FILE, "model.pth.tar-"))):
+                continue
+            path = os.path.join(folder, filename)
+            try:
+                state = ckpt.load_checkpoint(path, self.device)
+            except UserError:
+                continue  # a damaged file is not a resume point
+            epoch = int(state.get("epoch", 0))
+            if "rng" in state or epoch >= self.max_epoch:
+                points.setdefault(epoch, path)
+        return points
+
     def load_model(self, directory, epoch=None):
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
@@ -133,6 +219,15 @@ class Checkpointing:
             path = self._model_path(directory, name, epoch)
             state = ckpt.load_checkpoint(path, self.device)
             self.restore(name, state, path, announce=True)
+            own = os.path.abspath(directory) == os.path.abspath(self.output_dir)  # best-val restore
+            if not own and any(os.path.isfile(os.path.join(directory, name, f))
+                               for f in (ckpt.RESUME_FILE, ckpt.RESUME_FILE + STAGED)):
+                # Only a run that has not finished keeps its resume snapshot.
+                self.source_finished = False
+        if not self.source_finished:
+            print(f"Warning: {directory} is an unfinished run (it stopped after epoch {self.model_epoch} and keeps "
+                  "its resume snapshot): this evaluates that epoch's model, not the run's final one; "
+                  "results.json records finished: false")
 
     def _model_path(self, directory, name, epoch):
         filename = BEST_FILE if epoch is None else f"model.pth.tar-{epoch}"
@@ -162,6 +257,7 @@ class Checkpointing:
             state = dict(state, state_dict=state_dict, classnames=list(self.dm.classnames))
             trained = state["classnames"]
         self.check_loaded(name, state)
+        self._check_class_overlap(name, state_dict, trained, path)
         state_dict = self._remap_classes(module, state_dict, trained)
         state_dict = self.adapt_loaded_state(name, state_dict)
         if announce:
@@ -189,6 +285,19 @@ class Checkpointing:
                             f"class names, but the checkpoint has {rows} classes and no class names")
         return state_dict, False  # rows follow the class names
 
+    def _check_class_overlap(self, name, state_dict, trained, path):
+        """Per-class entries trained on classes none of which this dataset has would all be
+        replaced by the zero-shot rows: the result would be zero-shot CLIP under this method's name.
+        Base-to-new evaluation (DATASET.SUBSAMPLE_CLASSES new) shares no class by design."""
+        keys = [k for k in self._class_dims() if k in state_dict]
+        if (not keys or trained is None or set(trained) & set(self.dm.classnames)
+                or self.cfg.DATASET.SUBSAMPLE_CLASSES != "all"):
+            return
+        raise UserError(f'Checkpoint "{path}" ({name}) was trained on classes none of which '
+                        f"{self.cfg.DATASET.NAME} has (e.g. {', '.join(list(trained)[:3])}; here: "
+                        f"{', '.join(list(self.dm.classnames)[:3])}): its per-class entries ({', '.join(keys)}) "
+                        "would all be replaced by zero-shot rows. Evaluate it on the dataset it was trained on.")
+
     def _remap_classes(self, module, state_dict, trained_classnames):
         """A checkpoint trained on other classes (base -> new): rows of `per_class_keys` follow
         the class names; classes never trained on keep the freshly built rows (zero-shot)."""
@@ -203,6 +312,12 @@ class Checkpointing:
         return state_dict
 
     def _load_state(self, name, module, state_dict, path):
+        broken = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()
+                  and not bool(torch.isfinite(v).all())]
+        if broken:
+            raise UserError(f'Checkpoint "{path}": {name} holds NaN or infinite values in {", ".join(broken)}; '
+                            "the training that wrote it diverged or the file was damaged, and nothing it "
+                            "scores would mean anything")
         own = module.state_dict()
         ignored = set(self.ignored_load_keys)
         state_dict = {k: v for k, v in state_dict.items() if k not in ignored}

@@ -173,7 +173,8 @@ def get_cfg_default():
     c.TRAIN.PRINT_FREQ = 10
     c.TRAIN.COUNT_ITER = "train_x"
     # Not in Dassl: a rolling resume snapshot every N epochs (0 = off, the reference), removed
-    # when the run finishes, so a killed run continues where it stopped.
+    # when the run finishes, so a killed run continues where it stopped. A periodic checkpoint
+    # (CHECKPOINT_FREQ) before the last epoch is always followed by one: it is a resume point.
     c.TRAIN.RESUME_FREQ = 1
     # Not in Dassl (which always writes it): TensorBoard events under OUTPUT_DIR/tensorboard.
     c.TRAIN.TENSORBOARD = True
@@ -251,6 +252,15 @@ def check_inert_keys(cfg, defaults=None):
 def check_cfg(cfg):
     """Checks shared by every trainer; trainer-specific ones live in the trainer's check_cfg."""
     check_inert_keys(cfg)
+    if int(cfg.DATASET.NUM_SHOTS) < -1:
+        raise ConfigError(f"DATASET.NUM_SHOTS must be a number of images per class (>= 1), or -1 for all of "
+                          f"them, got {cfg.DATASET.NUM_SHOTS}")
+    for key, low in (("OPTIM.MAX_EPOCH", 0), ("DATALOADER.TRAIN_X.BATCH_SIZE", 1), ("DATALOADER.TEST.BATCH_SIZE", 1),
+                     ("FEATURES.NUM_VIEWS", 1)):
+        if int(_get(cfg, key)) < low:
+            raise ConfigError(f"{key} must be >= {low}, got {_get(cfg, key)}")
+    if not float(cfg.OPTIM.LR) >= 0:  # also NaN
+        raise ConfigError(f"OPTIM.LR must be >= 0, got {cfg.OPTIM.LR}")
     if int(cfg.TRAIN.GRAD_ACCUM_STEPS) < 1:
         raise ConfigError(f"TRAIN.GRAD_ACCUM_STEPS must be >= 1, got {cfg.TRAIN.GRAD_ACCUM_STEPS}")
     if cfg.FEATURES.MODE not in ("online", "cached"):
@@ -261,9 +271,16 @@ def check_cfg(cfg):
         raise ConfigError(f"FEATURES.IMAGE_ENCODER_PREC must be '', 'fp16' or 'fp32', got {cfg.FEATURES.IMAGE_ENCODER_PREC!r}")
 
 
+CONFIG_EXTENSIONS = (".yaml", ".yml")
+
+
 def merge_file(cfg, path, what):
     if not path:
         return
+    if os.path.splitext(path)[1].lower() not in CONFIG_EXTENSIONS:
+        # yacs would execute a .py config as code; only yaml is ever read here.
+        raise ConfigError(f"{what} {path} is not a .yaml or .yml file; only yaml config files are read "
+                          "(yacs-style .py configs are code and are never run)")
     if not os.path.isfile(path):
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         in_repo = os.path.join(repo, path)

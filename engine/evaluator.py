@@ -10,6 +10,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .errors import UserError
+
 
 def macro_f1(y_true, y_pred):
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -31,8 +33,11 @@ class Classification:
 
     def reset(self):
         self._true, self._pred = [], []
+        self._nonfinite = 0
 
     def process(self, logits, labels):
+        # argmax of a NaN row is an arbitrary class: such a score would look like a poor model.
+        self._nonfinite += int((~torch.isfinite(logits)).any(1).sum())
         self._pred.append(logits.argmax(1).cpu())
         self._true.append(labels.cpu())
 
@@ -40,6 +45,10 @@ class Classification:
         y_true = torch.cat(self._true).numpy() if self._true else np.zeros(0, int)
         y_pred = torch.cat(self._pred).numpy() if self._pred else np.zeros(0, int)
         total = int(y_true.size)
+        if self._nonfinite:
+            raise UserError(f"{self._nonfinite} of {total} evaluated images got NaN or infinite logits: the model "
+                            "computes nothing meaningful (weights diverged or damaged, or an overflow in "
+                            "half precision); no accuracy is reported")
         correct = int((y_true == y_pred).sum())
         acc = 100.0 * correct / max(total, 1)
         res = OrderedDict(accuracy=acc, error_rate=100.0 - acc, macro_f1=macro_f1(y_true, y_pred))

@@ -59,7 +59,7 @@ import clip
 from . import checkpoint as ckpt
 from . import precision
 from . import record
-from .checkpointing import FIT_FILE, Checkpointing
+from .checkpointing import FIT_FILE, STAGED, Checkpointing
 from .config import check_cfg as check_common_cfg
 from .data import DataManager
 from .describe import MethodFacts
@@ -424,19 +424,13 @@ class Trainer(Checkpointing, MethodFacts):
                 s.step()
 
     def after_epoch(self):
-        last = self.epoch + 1 == self.max_epoch
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             result = self.test(split="val", write=False)
             if result > self.best_result:
                 self.best_result = result
                 self.save_model(self.epoch, self.output_dir, val_result=result, model_name="model-best.pth.tar")
         self.model_epoch = self.epoch + 1
-        if last or (freq > 0 and (self.epoch + 1) % freq == 0):
-            self.save_model(self.epoch, self.output_dir)
-        elif self.cfg.TRAIN.RESUME_FREQ > 0 and (self.epoch + 1) % self.cfg.TRAIN.RESUME_FREQ == 0:
-            self.save_model(self.epoch, self.output_dir, model_name=ckpt.RESUME_FILE, with_rng=True,
-                            quiet=True)
+        self.save_epoch_checkpoints()
 
     def after_train(self):
         print("Finish training")
@@ -453,9 +447,10 @@ class Trainer(Checkpointing, MethodFacts):
         """The end of every training: the resume snapshots go (the run is complete), the
         elapsed time is printed, the TensorBoard writer is closed."""
         for name in self._models:
-            path = os.path.join(self.output_dir, name, ckpt.RESUME_FILE)
-            if os.path.exists(path):
-                os.remove(path)
+            for filename in (ckpt.RESUME_FILE, ckpt.RESUME_FILE + STAGED):
+                path = os.path.join(self.output_dir, name, filename)
+                if os.path.exists(path):
+                    os.remove(path)
         print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - self.time_start))}")
         if self.writer is not None:
             self.writer.close()
@@ -489,7 +484,7 @@ class Trainer(Checkpointing, MethodFacts):
         out = dict(self.evaluator.summary)
         out.update(split=split, trainer=cfg.TRAINER.NAME, dataset=cfg.DATASET.NAME,
                    num_shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED, backbone=cfg.MODEL.BACKBONE.NAME,
-                   epoch=getattr(self, "model_epoch", 0))
+                   epoch=getattr(self, "model_epoch", 0), finished=self.source_finished)
         dtypes = self.encoder_dtypes()
         # "precision" is the configured PREC (what tools group by); what ran may differ (fp16 on a CPU is fp32).
         extras = {"num_trainable_params": self.num_trainable_params(), "precision": self.prec,

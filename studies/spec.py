@@ -119,6 +119,13 @@ def _list(value, what, where, cast=None, allow_none=False):
         raise StudyError(f"{where}: {what} must be a list of {cast.__name__}s, got {value!r}") from None
 
 
+def _shots(value, where):
+    shots = _list(value, "shots", where, int)
+    if any(k < 0 for k in shots):
+        raise StudyError(f"{where}: shots must be 0 (zero-shot) or more, got {shots}")
+    return shots
+
+
 def _value(v):
     """A yaml value as the string train.py's KEY VALUE overrides take (yacs literal_eval)."""
     if isinstance(v, bool):
@@ -185,6 +192,8 @@ def _method(entry, i, tables):
     name = str(entry.get("name") or entry["trainer"])
     where = f"method {name!r}"
     trainer = str(entry.get("trainer") or name)
+    if trainer not in registered_methods():
+        raise StudyError(f"{where}: unknown trainer {trainer!r}; registered trainers: {', '.join(registered_methods())}")
     config = str(entry.get("config") or "")
     recipe = str(entry.get("recipe") or "")
     if config and recipe:
@@ -213,7 +222,7 @@ def _method(entry, i, tables):
     return Method(
         name=name, trainer=trainer, recipe=recipe, config=config,
         opts=_opts(entry.get("opts"), where), grid=_grid(entry.get("grid"), where),
-        shots=_list(entry["shots"], "shots", where, int) if "shots" in entry else None,
+        shots=_shots(entry["shots"], where) if "shots" in entry else None,
         seeds=(_list(entry["seeds"], "seeds", where, int, allow_none=True) if "seeds" in entry else None),
         eval_only=bool(eval_only), needs=needs, enhance_config=str(entry.get("enhance_config") or ""),
         folder=str(entry.get("folder") or ""), dg_config=str(entry.get("dg_config") or ""))
@@ -271,7 +280,7 @@ def load_study(path, root=None, output=None):
         path=os.path.abspath(path), name=name, protocol=protocol, root=root_path,
         output=expand_path(output or data.get("output") or "output", "output", required=True),
         strong_base=expand_path(data.get("strong_base") or "strong_base", "strong_base"),
-        datasets=datasets, shots=_list(data.get("shots", DEFAULT_SHOTS[protocol]), "shots", where, int),
+        datasets=datasets, shots=_shots(data.get("shots", DEFAULT_SHOTS[protocol]), where),
         seeds=_list(data.get("seeds", [1, 2, 3]), "seeds", where, int, allow_none=True),
         backbones=_list(data["backbones"], "backbones", where, str) if data.get("backbones") else [None],
         opts=_opts(data.get("opts"), where), grid=_grid(data.get("grid"), where), methods=methods,

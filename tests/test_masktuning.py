@@ -246,12 +246,13 @@ def test_bit_packing_round_trip_and_original_bytes():
 
 def test_resume_snapshot_keeps_scores_checkpoints_keep_bits(data_root, tiny_clip_path, tmp_path):
     out = str(tmp_path / "run")
-    tr = make_trainer(data_root, tiny_clip_path, out, "OPTIM.MAX_EPOCH", 3)
+    tr = make_trainer(data_root, tiny_clip_path, out, "OPTIM.MAX_EPOCH", 3, "TRAIN.CHECKPOINT_FREQ", 1)
     mask_some(tr.masks, 0.3)
     with torch.no_grad():
         for s in tr.masks.scores():
             s.add_(torch.rand_like(s) * 1e-3)
-    tr.save_model(0, out)  # a periodic checkpoint: bits, plus the exact resume snapshot
+    tr.epoch = 0  # the end of epoch 1 with a periodic checkpoint: bits, plus the exact resume snapshot
+    tr.save_epoch_checkpoints()
     folder = os.path.join(out, "shared")
     assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-1", "resume.pth.tar"]
     assert open(os.path.join(folder, "checkpoint")).read().strip() == "resume.pth.tar"

@@ -49,6 +49,8 @@ class CoOpMaskTuning(PromptClassifier, MaskTuning):
         if cfg.TRAINER.CoOpMaskTuning.PROMPT_OPTIM not in OPTIMIZERS:
             raise ConfigError(f"TRAINER.CoOpMaskTuning.PROMPT_OPTIM must be one of {', '.join(OPTIMIZERS)}, "
                               f"got {cfg.TRAINER.CoOpMaskTuning.PROMPT_OPTIM!r}")
+        if not float(cfg.TRAINER.CoOpMaskTuning.PROMPT_LR) >= 0:
+            raise ConfigError(f"TRAINER.CoOpMaskTuning.PROMPT_LR must be >= 0, got {cfg.TRAINER.CoOpMaskTuning.PROMPT_LR}")
 
     def build_model(self):
         super().build_model()  # the masks (model `shared`) on a private CLIP, then the prompts

@@ -61,7 +61,6 @@ from torch.nn.utils import parametrize
 from yacs.config import CfgNode as CN
 
 import clip
-from engine import checkpoint as ckpt
 from engine.errors import ConfigError
 from engine.evaluator import batch_accuracy
 from engine.features import CachedSource, ViewBatch
@@ -364,13 +363,6 @@ class MaskTuning(Trainer):
                 "mask_shapes": {n: list(s) for n, s in self.masks.shapes.items()},
                 "mask_threshold": float(self.cfg.MASK.THRESHOLD),
                 "sparsity_percent": self.sparsity()}
-
-    def save_model(self, epoch, directory, val_result=None, model_name="", with_rng=False, quiet=False):
-        super().save_model(epoch, directory, val_result, model_name, with_rng, quiet)
-        if not with_rng and not model_name and epoch + 1 < self.max_epoch and self.cfg.TRAIN.RESUME_FREQ > 0:
-            # A periodic checkpoint has no optimizer state: also write the resume snapshot, so
-            # that the `checkpoint` pointer names an exactly resumable file.
-            super().save_model(epoch, directory, model_name=ckpt.RESUME_FILE, with_rng=True, quiet=True)
 
     def decode_state(self, name, state_dict, path):
         """Bit-packed masks (ours, or the bytes of the original implementation) become scores."""

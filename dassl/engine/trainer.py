@@ -30,7 +30,6 @@ import torch
 from tqdm import tqdm
 from yacs.config import CfgNode as CN
 
-from engine import checkpoint as ckpt
 from engine.errors import ConfigError
 from engine.trainer import Trainer as _EngineTrainer
 
@@ -283,9 +282,6 @@ class SimpleTrainer(TrainerBase):
                                   "SimpleNet backbone + head is not provided here)")
 
     def after_epoch(self):
-        last = self.epoch + 1 == self.max_epoch
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             self._selecting = True
             try:
@@ -296,14 +292,7 @@ class SimpleTrainer(TrainerBase):
                 self.best_result = result
                 self.save_model(self.epoch, self.output_dir, val_result=result, model_name="model-best.pth.tar")
         self.model_epoch = self.epoch + 1
-        if meet_freq or last:
-            self.save_model(self.epoch, self.output_dir)
-        else:
-            resume_freq = int(self.cfg.TRAIN.get("RESUME_FREQ", 0))
-            if resume_freq > 0 and (self.epoch + 1) % resume_freq == 0:
-                # A rolling snapshot with RNG states, so a killed run continues where it stopped;
-                # after_train removes it.
-                self.save_model(self.epoch, self.output_dir, model_name=ckpt.RESUME_FILE, with_rng=True, quiet=True)
+        self.save_epoch_checkpoints()  # the engine's: periodic, last, and the resume snapshot
 
     @torch.no_grad()
     def test(self, split=None):
