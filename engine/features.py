@@ -158,29 +158,44 @@ class OnlineSource:
 
 class _SeededViews(Dataset):
     """(image, view) pairs; each pair is augmented with its own seed (`view_seed`), so a view is
-    the same image tensor in every process and every run, without touching the caller's RNG."""
+    the same image tensor in every process and every run, without touching the caller's RNG.
+    Consecutive pairs of one image share one decode (callers list an image's views together):
+    a view depends only on the decoded pixels and its seed, so the tensors are the same as
+    decoding per view, for the cost of one decode per image and loader worker."""
 
     def __init__(self, pairs, transform, seeded, root):
         self.pairs, self.transform, self.seeded, self.root = pairs, transform, seeded, root
+        self._last = (None, None)  # (path, decoded image): per worker, one image held at a time
 
     def __len__(self):
         return len(self.pairs)
 
+    def _decoded(self, path):
+        if self._last[0] != path:
+            self._last = (None, None)  # release the previous image before decoding the next
+            self._last = (path, read_image(path))
+        return self._last[1]
+
     def __getitem__(self, i):
         path, view = self.pairs[i]
-        img = read_image(path)
-        if not self.seeded:
-            return self.transform(img)
-        seed = view_seed(path, view, self.root)
-        # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
-        py_state = random.getstate()
-        try:
-            random.seed(seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.transform(img)
-        finally:
-            random.setstate(py_state)
+        return seeded_view(self._decoded(path), path, view, self.transform, self.seeded, self.root)
+
+
+def seeded_view(img, path, view, transform, seeded, root):
+    """One view of a decoded image: `transform(img)` under the view's own seed (or unseeded, the
+    test transform). The transforms return new images, so `img` can serve the next view."""
+    if not seeded:
+        return transform(img)
+    seed = view_seed(path, view, root)
+    # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
+    py_state = random.getstate()
+    try:
+        random.seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return transform(img)
+    finally:
+        random.setstate(py_state)
 
 
 class CachedSource:
