@@ -9,6 +9,7 @@ CoOp cache `shot_K-seed_S.pkl` next to it is read when no JSON exists, re-rooted
 moved, checked, and converted to JSON (the pkl is kept). A cache that no longer matches the
 split or the files on disk is an error, never silently used.
 """
+import contextlib
 import os
 import pickle
 import random
@@ -18,6 +19,18 @@ from engine.errors import DatasetError
 from .records import Datum, items_from_json, items_to_json, read_json, split_dataset_by_label, write_json_atomic
 
 MAX_VAL_SHOTS = 4
+_SAVE_DRAWN = [True]
+
+
+@contextlib.contextmanager
+def drawn_unsaved():
+    """Subsets drawn inside are not written to the cache: a look-ahead at what a run will draw
+    (the store pre-fill) must not fix a selection the run itself would make."""
+    _SAVE_DRAWN[0] = False
+    try:
+        yield
+    finally:
+        _SAVE_DRAWN[0] = True
 
 
 def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
@@ -61,6 +74,8 @@ def load_or_sample_fewshot(train, val, *, num_shots, cache_path, path_prefix, na
     if val is not None:
         val = generate_fewshot_dataset(val, num_shots=min(num_shots, MAX_VAL_SHOTS))
         data["val"] = items_to_json(val, path_prefix)
+    if not _SAVE_DRAWN[0]:
+        return train, val
     print(f"Saving preprocessed few-shot data to {cache_path}")
     try:
         write_json_atomic(data, cache_path)

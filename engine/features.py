@@ -198,6 +198,18 @@ def seeded_view(img, path, view, transform, seeded, root):
         random.setstate(py_state)
 
 
+class _MixedViews(_SeededViews):
+    """(path, view, pipeline) entries, each through its own (transform, seeded) pipeline."""
+
+    def __init__(self, entries, pipelines, root):
+        super().__init__(entries, None, None, root)
+        self.pipelines = pipelines
+
+    def __getitem__(self, i):
+        path, view, p = self.pairs[i]
+        return seeded_view(self._decoded(path), path, view, *self.pipelines[p], self.root)
+
+
 class CachedSource:
     def __init__(self, cfg, dm, encode, device, backbone_id, encoder_tag):
         self.cfg, self.dm, self.encode = cfg, dm, encode
@@ -211,6 +223,7 @@ class CachedSource:
         self._train_feats = None  # encoded on first use: eval-only runs never need them
         self._eval = {}
         self._stats = EncoderStats()
+        self.requests = []  # (split, views, train) in the order the run asked: see prefill
 
     def stats(self):
         return self._stats.stats()
@@ -222,15 +235,16 @@ class CachedSource:
         if views > 0:
             if split in ("train", "train_x") and views == self.views:
                 return self.train_feats.float(), labels
-            return self._features(items, range(views), train=True).float().to(self.device), labels
+            return self._features(items, range(views), train=True, split=split).float().to(self.device), labels
         if split in ("val", "test"):
             return self._eval_split(split)
-        return self._features(items, [0], train=False).float().to(self.device), labels
+        return self._features(items, [0], train=False, split=split).float().to(self.device), labels
 
     @property
     def train_feats(self):
         if self._train_feats is None:
-            self._train_feats = self._features(self.dm.dataset.train_x, range(self.views), train=True).to(self.device)
+            self._train_feats = self._features(self.dm.dataset.train_x, range(self.views), train=True,
+                                               split="train").to(self.device)
         return self._train_feats
 
     def _namespace(self, train, dim):
@@ -240,9 +254,10 @@ class CachedSource:
             self._ns[key] = shared_namespace(*self._ns_args, tfm, dim)
         return self._ns[key]
 
-    def _features(self, items, views, train):
+    def _features(self, items, views, train, split):
         """[len(items), len(views), D] (train) or [len(items), D] (eval), fp16 on the CPU."""
         views = list(views)
+        self.requests.append((split, tuple(views), train))
         pairs = [(d.impath, v) for d in items for v in views]
         keys = [image_key(p, v) for p, v in pairs]
         ns = self._namespace(train, self._dim())
@@ -278,7 +293,7 @@ class CachedSource:
     def _eval_split(self, split):
         if split not in self._eval:
             items = self.dm.split(split)
-            feats = self._features(items, [0], train=False).float().to(self.device)
+            feats = self._features(items, [0], train=False, split=split).float().to(self.device)
             labels = torch.tensor([d.label for d in items], device=self.device)
             self._eval[split] = (feats, labels)
         return self._eval[split]
@@ -336,6 +351,53 @@ class SeededPixelSource(OnlineSource):
 
     def num_train_batches(self):
         return num_view_batches(len(self.train_labels), self.cfg)
+
+
+def prefill(source, datasets, desc="Filling the store"):
+    """Encode, in one pass with one DataLoader, what the runs on `datasets` (dataset objects with
+    train_x / val / test) will ask the store for, when each asks what `source`'s run asked
+    (`source.requests`: same method and config, other shots or seeds). The runs are replayed in
+    order: each request's missing entries, deduplicated against the store and the entries the
+    replay already planned, in batches of TEST.BATCH_SIZE: the very batches each run would
+    encode itself, so the stored values are the same bit for bit as without the pre-fill. A run
+    that asks for something else encodes it itself, as ever. Returns the entries encoded."""
+    cfg, bs = source.cfg, int(source.cfg.DATALOADER.TEST.BATCH_SIZE)
+    pipelines = [(source.dm.tfm_test, False), (source.dm.tfm_train, True)]  # by `train`
+    entries, batches, planned = [], [], {}
+    for ds in datasets:
+        for split, views, train in source.requests:
+            items = ds.train_x if split in ("train", "train_x") else {"val": ds.val or [], "test": ds.test}[split]
+            ns = source._namespace(train, source._dim())
+            if ns not in planned:
+                ns.refresh()
+                planned[ns] = set()
+            pairs = [(d.impath, v) for d in items for v in views]
+            keys = [image_key(p, v) for p, v in pairs]
+            todo = {k for k in ns.missing(keys) if k not in planned[ns]}
+            todo_pairs = [(pv, k) for pv, k in zip(pairs, keys) if k in todo]
+            planned[ns].update(todo)
+            for i in range(0, len(todo_pairs), bs):
+                chunk = todo_pairs[i:i + bs]
+                batches.append((ns, [k for _, k in chunk], list(range(len(entries), len(entries) + len(chunk)))))
+                entries += [(p, v, int(train)) for (p, v), _ in chunk]
+    if not entries:
+        return 0
+    views = _MixedViews(entries, pipelines, cfg.DATASET.ROOT)
+    loader = DataLoader(views, batch_sampler=[idx for _, _, idx in batches], num_workers=num_workers(cfg),
+                        pin_memory=source.device.type == "cuda", generator=torch.Generator())
+    pending = {}
+    for (ns, keys, _), images in zip(batches, tqdm(loader, desc=f"{desc}: {len(entries):,} images", unit="batch")):
+        out = source._stats.timed(source.encode, images.to(source.device, non_blocking=True))
+        got = pending.setdefault(ns, ([], []))
+        got[0].extend(keys)
+        got[1].append(out)
+        if len(got[0]) >= 8192:  # an interrupted fill keeps what it encoded
+            ns.add(got[0], torch.cat(got[1]))
+            pending[ns] = ([], [])
+    for ns, (keys, feats) in pending.items():
+        if keys:
+            ns.add(keys, torch.cat(feats))
+    return len(entries)
 
 
 _NAMESPACES = {}
