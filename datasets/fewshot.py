@@ -10,6 +10,7 @@ moved, checked, and converted to JSON (the pkl is kept). A cache that no longer 
 split or the files on disk is an error, never silently used.
 """
 import contextlib
+import operator
 import os
 import pickle
 import random
@@ -97,6 +98,21 @@ def _parts(train, val):
     return [("train", train)] + ([("val", val)] if val is not None else [])
 
 
+_INDEXES = []  # per process: [(split, {normalised path: Datum})], the last few splits indexed
+
+
+def _path_index(split):
+    """{normalised path: Datum} of a split; a sweep's runs share the split's Datums (records.py),
+    so the index of a 100k-image split is built once per process, not once per run."""
+    for items, index in _INDEXES:
+        if len(items) == len(split) and all(map(operator.is_, items, split)):
+            return index
+    index = {os.path.normpath(d.impath): d for d in split}
+    _INDEXES.insert(0, (list(split), index))
+    del _INDEXES[4:]
+    return index
+
+
 def _load_cache(train, val, cache_path, path_prefix, name):
     try:
         data = read_json(cache_path, "Few-shot cache")
@@ -115,7 +131,7 @@ def _match(loaded, train, val, cache_path, path_prefix, name):
     file, not in the split, or labelled differently there makes the cache stale."""
     problems, out = [], {}
     for key, split in _parts(train, val):
-        index = {os.path.normpath(d.impath): d for d in split}
+        index = _path_index(split)
         out[key] = []
         for d in loaded[key]:
             rel = os.path.relpath(d.impath, path_prefix)
