@@ -21,7 +21,9 @@ scripts' layout, engine/layout.py: the variant is the method's, naming its axis 
 tag joins KEYvalue for each --set key, e.g. LR0.001), or an --output-dir template with {cfg}
 {shots} {seed} {trainer} {set} and one {<axis>} placeholder per axis (e.g. {alpha}).
 Finished runs (results.json) are skipped; unfinished ones resume. A failing run is reported and
-the others go on.
+the others go on. In FEATURES.MODE cached, after the first run the store is filled for the others
+in one pass (`prefill_group`: what each later run will read, encoded with one DataLoader in the
+batches the run would have used, so the stored values are the same as without it).
 """
 import argparse
 import itertools

@@ -24,7 +24,9 @@ each epoch draws one view per image. Shuffling follows the same rules as the onl
 (global RNG, drop_last only when the split holds a full batch). Encoding never draws from the
 global RNG (its loaders get their own generator and every view its own seed), so a run's result
 does not depend on what the store already held. A view's seed hashes the image path relative to
-DATASET.ROOT, so a moved or copied dataset gives the same views and results.
+DATASET.ROOT, so a moved or copied dataset gives the same views and results. An image is decoded
+once for its consecutive views (`_SeededViews`). A group of runs (a sweep) can fill the store in
+one pass after its first run (`prefill`).
 """
 import hashlib
 import os
