@@ -96,3 +96,11 @@ def test_the_trainer_chooses_the_same_c_and_predicts_the_same(env):
     assert now["correct"] == before["correct"] and now["accuracy"] == before["accuracy"]
     W0, W1 = ckpt_before["state_dict"]["weight"], ckpt_now["state_dict"]["weight"]
     assert torch.allclose(W0, W1, atol=1e-3 * float(W0.abs().max()))
+
+
+def test_the_torch_loss_gives_the_same_row_space_fit():
+    """On an accelerator the loss runs in torch (float64); checked here on the CPU."""
+    X, y = clusters(1, 2)
+    W1, b1, it1, _ = LogisticProblem(X, y, 5, numpy_loss=True).fit(0.5)
+    W2, b2, it2, _ = LogisticProblem(X, y, 5, numpy_loss=False).fit(0.5)
+    assert it1 == it2 and torch.allclose(W1, W2, atol=1e-5) and torch.allclose(b1, b2, atol=1e-5)
