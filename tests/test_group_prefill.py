@@ -120,3 +120,22 @@ def test_the_look_ahead_draws_as_the_run_does_and_saves_nothing(data_root):
     assert os.path.exists(os.path.join(data_root, "eurosat", "split_fewshot"))  # the run saves its draw
     assert [d.impath for d in ahead.train_x] == [d.impath for d in real.train_x]
     assert [d.impath for d in ahead.val] == [d.impath for d in real.val]
+
+
+def test_a_study_group_is_filled_after_its_first_run(data_root, tiny_clip_path, tmp_path, encodes):
+    from studies import worker
+    from studies.plan import Run
+
+    runs = []
+    for shots, seed in ((1, 1), (2, 1), (2, 2)):
+        out = str(tmp_path / "study" / f"{shots}shots" / f"seed{seed}")
+        argv = ["--root", data_root, "--seed", str(seed), "--trainer", "TaskRes", "--dataset-config-file",
+                "configs/datasets/eurosat.yaml", "--config-file", "configs/trainers/TaskRes/adam_lr2e-3_B256_ep100.yaml",
+                "--output-dir", out, "DATASET.NUM_SHOTS", str(shots), "MODEL.BACKBONE.NAME", tiny_clip_path,
+                "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", "TRAIN.TENSORBOARD", "False",
+                "FEATURES.MODE", "cached", "FEATURES.NUM_VIEWS", "2", "FEATURES.CACHE_DIR", str(tmp_path / "store")]
+        runs.append(Run(out=out, argv=argv, method="TaskRes", trainer="TaskRes", dataset="eurosat", shots=shots,
+                        seed=seed))
+    assert worker.run_group(runs) == {"done": 3}
+    kinds = [kind for kind, _ in encodes]
+    assert kinds == ["run", "run", "group"] and encodes[-1][1] > 0  # the first run's views and test, then one pass
