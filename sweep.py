@@ -25,15 +25,26 @@ the others go on, except for weights that cannot be loaded (offline, no local co
 that backbone are not started, since each would try the same download again.
 Exit status: 0 every run finished, 1 some failed, 2 bad arguments, 3 stopped by weights that
 cannot be loaded (scripts/all_methods.sh then stops too).
+In FEATURES.MODE cached, after the first run the store is filled for the others in one pass
+(`prefill_group`: what each later run will read, encoded with one DataLoader in the batches the
+run would have used, so the stored values are the same as without it).
 """
 import argparse
 import itertools
+import random
 import sys
 import time
 import traceback
 
+import numpy as np
+import torch
+
 import train
+from datasets import build_dataset
+from datasets.fewshot import drawn_unsaved
 from engine import layout
+from engine.checkpoint import set_random_seed
+from engine.features import CachedSource, prefill
 from engine.config import merge_opts
 from engine.describe import MethodFacts, declared, method
 from engine.errors import UserError, WeightsError
@@ -195,7 +206,7 @@ def main(argv=None):
         return 2
     print(headline(sweep, base, runs), flush=True)
     models = ModelCache()  # owned by this sweep; dropped when it ends
-    failed, start = [], time.time()
+    failed, start, filled = [], time.time(), False
     unloadable, not_started = set(), []  # backbones whose weights cannot be loaded; runs left
     for i, (out, run_argv) in enumerate(runs, 1):
         if layout.finished(out):
@@ -206,7 +217,7 @@ def main(argv=None):
             continue
         print(f"[{i}/{len(runs)}] {out}")
         try:
-            train.run(train.parse_args(run_argv), models=models)
+            trainer = train.run(train.parse_args(run_argv), models=models)
         except RunLockedError as e:
             print(f"[{i}/{len(runs)}] {out}: running elsewhere, skipped ({e})")
         except WeightsError as e:  # every later run on this backbone would try (and wait) again
@@ -219,6 +230,14 @@ def main(argv=None):
         except Exception:  # noqa: BLE001 - one broken run must not stop the grid
             traceback.print_exc()
             failed.append(out)
+        else:
+            if not filled:
+                filled = True
+                try:
+                    prefill_group(run_argv, trainer, [a for o, a in runs[i:] if not layout.finished(o)])
+                except Exception:  # noqa: BLE001 - the runs then fill the store themselves
+                    traceback.print_exc()
+                    print("The store pre-fill failed; each run encodes what it misses")
     print(f"Sweep done in {time.time() - start:.1f}s: {len(runs) - len(failed) - len(not_started)}/{len(runs)} runs finished")
     for out in failed:
         print(f"  failed: {out}")
@@ -233,6 +252,49 @@ def main(argv=None):
 def _backbone(run_argv):
     """The backbone a run loads (its effective MODEL.BACKBONE.NAME)."""
     return train.setup_cfg(train.parse_args(run_argv)).MODEL.BACKBONE.NAME
+
+
+def prefill_group(first_argv, trainer, later_argvs):
+    """After a group's first run (FEATURES.MODE cached): encode what the later runs will read
+    from the store in one pass (engine.features.prefill), for the runs whose store namespaces
+    are the first run's (same method, transforms, backbone, precision, dataset; other shots,
+    seeds or training keys), each run's few-shot subsets drawn as the run will draw them (its
+    seed; nothing cached, the caller's random state restored). The runs then read; the stored
+    values are those they would have encoded themselves. Returns the entries encoded."""
+    source = getattr(trainer, "source", None)
+    if not isinstance(source, CachedSource) or not source.requests:
+        return 0
+    identity = _store_identity(train.setup_cfg(train.parse_args(first_argv)))
+    datasets = []
+    for argv in later_argvs:
+        cfg = train.setup_cfg(train.parse_args(argv))
+        if cfg.SEED >= 0 and _store_identity(cfg) == identity:
+            datasets.append(_lookahead_dataset(cfg))
+    return prefill(source, datasets, desc=f"Filling the store for {len(datasets)} runs")
+
+
+def _store_identity(cfg):
+    """What names a run's store namespaces and the images it asks for, but for its shots and seed."""
+    node = cfg.TRAINER.get(method(cfg.TRAINER.NAME).cfg_node or "", None)
+    dataset = {k: v for k, v in cfg.DATASET.items() if k != "NUM_SHOTS"}
+    return repr((cfg.INPUT, cfg.FEATURES, cfg.MODEL, dataset, cfg.TRAINER.NAME, cfg.USE_CUDA,
+                 node.get("PREC") if node else None, cfg.DATALOADER.TEST.BATCH_SIZE))
+
+
+def _lookahead_dataset(cfg):
+    """The dataset a run with `cfg` will build: few-shot subsets drawn after its seed, unsaved."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        set_random_seed(cfg.SEED)
+        with drawn_unsaved():
+            return build_dataset(cfg)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def strip_flags(flags, names):

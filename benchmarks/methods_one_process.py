@@ -155,6 +155,7 @@ def plan_method(method, args, mode, out_root, cache):
 def run_grid(args):
     import torch
 
+    import sweep
     import train
     from engine.models import ModelCache
 
@@ -165,14 +166,21 @@ def run_grid(args):
     feature_mode, cache = ("cached", args.store) if mode == "warm" else (mode, os.path.join(work, f"store-{tag}"))
     plans = {m: plan_method(m, args, feature_mode, out_root, cache) for m in METHODS}
     models = ModelCache()  # one for the whole grid, as a sweep owns one
-    per_method, runs_out = {}, []
+    per_method, runs_out, prefilled = {}, [], {}
     start = time.perf_counter()
     for method in METHODS:
         t0 = time.perf_counter()
-        for out, argv, recipe_epochs, epochs in plans[method]:
+        for i, (out, argv, recipe_epochs, epochs) in enumerate(plans[method]):
             print(f"=== {mode} {method} {out}", flush=True)
-            train.run(train.parse_args(argv), models=models)
+            trainer = train.run(train.parse_args(argv), models=models)
             runs_out.append((method, out, recipe_epochs, epochs))
+            if i == 0 and not args.no_prefill:  # as sweep.py: the method's group filled in one pass
+                t1 = time.perf_counter()
+                stats = trainer.source.stats() if hasattr(trainer.source, "stats") else {}
+                n = sweep.prefill_group(argv, trainer, [a for _, a, _, _ in plans[method][1:]])
+                after = trainer.source.stats() if hasattr(trainer.source, "stats") else {}
+                prefilled[method] = {"images": n, "seconds": round(time.perf_counter() - t1, 3),
+                                     "encoder_seconds": (after.get("seconds") or 0) - (stats.get("seconds") or 0)}
         per_method[method] = time.perf_counter() - t0
     total = time.perf_counter() - start
     runs = []
@@ -182,7 +190,7 @@ def run_grid(args):
         runs.append({"method": method, "out": out, "shots": res.get("num_shots"), "seed": res.get("seed"),
                      "accuracy": res.get("accuracy"), "timing": res.get("timing", {}),
                      "encoder": res.get("encoder", {}), "recipe_epochs": recipe_epochs, "epochs": epochs})
-    result = {"mode": mode, "total_s": total, "per_method_s": per_method, "runs": runs,
+    result = {"mode": mode, "total_s": total, "per_method_s": per_method, "runs": runs, "prefill": prefilled,
               "models_loaded": len(models), "threads": torch.get_num_threads()}
     with open(args.json_out, "w") as f:
         json.dump(result, f, indent=1)
@@ -276,7 +284,7 @@ def sub(args, what, tag=""):
            "--per-class", str(args.per_class), "--views", str(args.views), "--workers", str(args.workers),
            "--max-epoch", str(args.max_epoch), "--epochs-scale", str(args.epochs_scale),
            "--repeats", str(args.repeats), "--store", args.store or "",
-           "--shots", *map(str, args.shots), "--seeds", *map(str, args.seeds)]
+           "--shots", *map(str, args.shots), "--seeds", *map(str, args.seeds)] + (["--no-prefill"] if args.no_prefill else [])
     t0, busy0, own0 = time.time(), busy_cpu_seconds(), own_children_cpu_seconds()
     with open(log, "w") as f:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
@@ -359,7 +367,7 @@ def report(args, ref, grids, loads):
         for mode in modes:
             g = grids[mode]
             rs = [r for r in g["runs"] if r["method"] == m]
-            imgs = sum(r["encoder"].get("images", 0) or 0 for r in rs)
+            imgs = sum(r["encoder"].get("images", 0) or 0 for r in rs) + prefill_images(g, m)
             line += f" {g['per_method_s'][m]:>10.1f} {imgs:>8,} {mean([r['accuracy'] for r in rs]):>6.2f}"
         if "cached" in grids and "online" in grids:
             line += f" {grids['online']['per_method_s'][m] / grids['cached']['per_method_s'][m]:>7.1f}x"
@@ -368,7 +376,7 @@ def report(args, ref, grids, loads):
     line = f"{'total':<13} {len(first['runs']):>4}"
     for mode in modes:
         g = grids[mode]
-        imgs = sum(r["encoder"].get("images", 0) or 0 for r in g["runs"])
+        imgs = sum(r["encoder"].get("images", 0) or 0 for r in g["runs"]) + prefill_images(g)
         line += f" {g['total_s']:>10.1f} {imgs:>8,} {mean([r['accuracy'] for r in g['runs']]):>6.2f}"
     if "cached" in grids and "online" in grids:
         line += f" {grids['online']['total_s'] / grids['cached']['total_s']:>7.1f}x"
@@ -394,8 +402,9 @@ def report(args, ref, grids, loads):
 
     for mode in modes:
         g = grids[mode]
-        enc_s = sum(r["encoder"].get("seconds", 0) or 0 for r in g["runs"])
-        enc_i = sum(r["encoder"].get("images", 0) or 0 for r in g["runs"])
+        enc_s = sum(r["encoder"].get("seconds", 0) or 0 for r in g["runs"]) + sum(
+            p.get("encoder_seconds", 0) for p in g.get("prefill", {}).values())
+        enc_i = sum(r["encoder"].get("images", 0) or 0 for r in g["runs"]) + prefill_images(g)
         phases = {}
         for r in g["runs"]:
             for k, v in r["timing"].items():
@@ -415,6 +424,21 @@ def report(args, ref, grids, loads):
                 by_method[r["method"]] = by_method.get(r["method"], 0) + (r["encoder"].get("images", 0) or 0)
             print("  store misses by method (images each method encoded; the rest came from the store): "
                   + ", ".join(f"{m} {n:,}" for m, n in by_method.items()))
+            if g.get("prefill"):
+                print("  of which the group pre-fill after each method's first run (images, seconds): "
+                      + ", ".join(f"{m} {p['images']:,} {p['seconds']:.1f} s" for m, p in g["prefill"].items()))
+
+
+def prefill_images(grid, method=None):
+    return sum(p["images"] for m, p in grid.get("prefill", {}).items() if method in (None, m))
+
+
+def r_prime(ref, grids):
+    """R': one encoder pass over every distinct (image, view, transform) the cached grid encoded,
+    at R's measured rate (R seconds for R's images)."""
+    g = grids["cached"]
+    images = sum(r["encoder"].get("images", 0) or 0 for r in g["runs"]) + prefill_images(g)
+    return ref["R_s"] * images / ref["images"], images
 
 
 def main(argv=None):
@@ -441,6 +465,8 @@ def main(argv=None):
     p.add_argument("--attempts", type=int, default=3, help="at most this many tries per part (the least "
                    "disturbed one is reported)")
     p.add_argument("--work", default="", help="work folder (default: a new temporary folder)")
+    p.add_argument("--no-prefill", action="store_true",
+                   help="no group pre-fill: each run encodes its own store misses (the grid before sweep.py's pre-fill)")
     # Internal: one measurement in this process (the driver runs each in a fresh one).
     p.add_argument("--internal", choices=["reference", "cached", "warm", "online"], help=argparse.SUPPRESS)
     p.add_argument("--store", default="", help=argparse.SUPPRESS)
@@ -484,6 +510,10 @@ def main(argv=None):
         json.dump({"args": {k: v for k, v in vars(args).items() if k != "internal"}, "loads": loads,
                    "reference": ref, "grids": grids}, f, indent=1)
     print(f"\nAll numbers: {args.work}/summary.json")
+    if "cached" in grids:
+        rp, images = r_prime(ref, grids)
+        print(f"R' = {rp:.2f} s ({images:,} distinct images at R's rate); T(cached) = {grids['cached']['total_s']:.1f} s")
+        print(f"T/R' = {grids['cached']['total_s'] / rp:.2f}")
     return 0
 
 

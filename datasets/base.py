@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from engine.errors import ConfigError, DatasetError
 
+from . import records
 from .fewshot import fewshot_cache_path, load_or_sample_fewshot
 from .records import (  # noqa: F401  (re-exported: dataset files and Dassl's shim import them from here)
     Datum, items_from_json, items_to_json, listdir_nohidden, missing_files, read_json, read_split, save_split,
@@ -293,6 +294,12 @@ class SplitJsonDataset(LocalDataset):
         folders = self.required_folders if self.required_folders is not None else (self.image_folder,)
         self.require_dirs(self.dataset_dir, *(os.path.join(self.dataset_dir, f) for f in folders))
         generated = not self.split_path or not os.path.isfile(self.split_path)
+        if not generated:
+            known = records.known_split(self.split_path, self.path_prefix)
+            if known is not None:  # read and found complete before in this process, unchanged since
+                print(f"Reading split from {self.split_path}")
+                return known
+            ident = records.file_ident(self.split_path)
         try:
             if generated:
                 train, val, test = self.generate_split()
@@ -309,6 +316,8 @@ class SplitJsonDataset(LocalDataset):
             raise self.error(
                 f"{len(missing)} of {len(items)} images listed in {source} are missing under "
                 f"{self.path_prefix}, e.g.\n{examples}\nThe download looks incomplete or was extracted elsewhere.")
+        if not generated:
+            records.remember_split(self.split_path, self.path_prefix, (train, val, test), ident)
         if generated and self.split_path:
             try:
                 save_split(train, val, test, self.split_path, self.path_prefix)

@@ -9,6 +9,8 @@ CoOp cache `shot_K-seed_S.pkl` next to it is read when no JSON exists, re-rooted
 moved, checked, and converted to JSON (the pkl is kept). A cache that no longer matches the
 split or the files on disk is an error, never silently used.
 """
+import contextlib
+import operator
 import os
 import pickle
 import random
@@ -18,6 +20,18 @@ from engine.errors import DatasetError
 from .records import Datum, items_from_json, items_to_json, read_json, split_dataset_by_label, write_json_atomic
 
 MAX_VAL_SHOTS = 4
+_SAVE_DRAWN = [True]
+
+
+@contextlib.contextmanager
+def drawn_unsaved():
+    """Subsets drawn inside are not written to the cache: a look-ahead at what a run will draw
+    (the store pre-fill) must not fix a selection the run itself would make."""
+    _SAVE_DRAWN[0] = False
+    try:
+        yield
+    finally:
+        _SAVE_DRAWN[0] = True
 
 
 def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
@@ -61,6 +75,8 @@ def load_or_sample_fewshot(train, val, *, num_shots, cache_path, path_prefix, na
     if val is not None:
         val = generate_fewshot_dataset(val, num_shots=min(num_shots, MAX_VAL_SHOTS))
         data["val"] = items_to_json(val, path_prefix)
+    if not _SAVE_DRAWN[0]:
+        return train, val
     print(f"Saving preprocessed few-shot data to {cache_path}")
     try:
         write_json_atomic(data, cache_path)
@@ -82,6 +98,21 @@ def _parts(train, val):
     return [("train", train)] + ([("val", val)] if val is not None else [])
 
 
+_INDEXES = []  # per process: [(split, {normalised path: Datum})], the last few splits indexed
+
+
+def _path_index(split):
+    """{normalised path: Datum} of a split; a sweep's runs share the split's Datums (records.py),
+    so the index of a 100k-image split is built once per process, not once per run."""
+    for items, index in _INDEXES:
+        if len(items) == len(split) and all(map(operator.is_, items, split)):
+            return index
+    index = {os.path.normpath(d.impath): d for d in split}
+    _INDEXES.insert(0, (list(split), index))
+    del _INDEXES[4:]
+    return index
+
+
 def _load_cache(train, val, cache_path, path_prefix, name):
     try:
         data = read_json(cache_path, "Few-shot cache")
@@ -100,7 +131,7 @@ def _match(loaded, train, val, cache_path, path_prefix, name):
     file, not in the split, or labelled differently there makes the cache stale."""
     problems, out = [], {}
     for key, split in _parts(train, val):
-        index = {os.path.normpath(d.impath): d for d in split}
+        index = _path_index(split)
         out[key] = []
         for d in loaded[key]:
             rel = os.path.relpath(d.impath, path_prefix)

@@ -106,6 +106,49 @@ def read_split(filepath, path_prefix):
     return tuple(items_from_json(split[k], path_prefix, f"{filepath} [{k}]") for k in ("train", "val", "test"))
 
 
+# Per process: a split file read, its images found complete: {(split file, prefix): (its size and
+# mtime, (train, val, test), {image folder: mtime})}. Reused while the file and every image
+# folder are unchanged (adding, removing or renaming a file changes its folder's mtime), so a
+# sweep's runs do not parse the split and create its Datums (frozen, shared) again.
+_SPLITS = {}
+
+
+def _mtimes(folders):
+    out = {}
+    for folder in folders:
+        try:
+            out[folder] = os.stat(folder).st_mtime_ns
+        except OSError:
+            out[folder] = None
+    return out
+
+
+def known_split(filepath, path_prefix):
+    """(train, val, test) as new lists of the Datums read before in this process, or None."""
+    hit = _SPLITS.get((filepath, path_prefix))
+    if hit is None:
+        return None
+    ident, splits, folders = hit
+    try:
+        st = os.stat(filepath)
+    except OSError:
+        return None
+    if (st.st_size, st.st_mtime_ns) != ident or _mtimes(folders) != folders:
+        return None
+    return tuple(list(items) for items in splits)
+
+
+def remember_split(filepath, path_prefix, splits, ident):
+    """Remember a split read from `filepath` whose size and mtime were `ident` before reading."""
+    folders = {os.path.dirname(d.impath) for items in splits for d in items}
+    _SPLITS[(filepath, path_prefix)] = (ident, tuple(list(items) for items in splits), _mtimes(folders))
+
+
+def file_ident(filepath):
+    st = os.stat(filepath)
+    return st.st_size, st.st_mtime_ns
+
+
 def missing_files(impaths):
     """Paths that do not exist. One listdir per folder instead of one stat per image, which
     matters on network file systems with 100k-image datasets."""

@@ -37,6 +37,26 @@ def image_key(path, view):
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{view}"
 
 
+_ABSPATHS = {}  # per process: absolute path -> its normalised form (relative paths depend on the cwd)
+
+
+def image_keys(pairs):
+    """[image_key(path, view) for (path, view) in pairs] with one stat per distinct path."""
+    bases, out = {}, []
+    for path, view in pairs:
+        base = bases.get(path)
+        if base is None:
+            st = os.stat(path)
+            absolute = _ABSPATHS.get(path)
+            if absolute is None:
+                absolute = os.path.abspath(path)
+                if os.path.isabs(path):
+                    _ABSPATHS[path] = absolute
+            base = bases[path] = f"{absolute}|{st.st_size}|{st.st_mtime_ns}|"
+        out.append(f"{base}{view}")
+    return out
+
+
 def _hash(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -24,7 +24,9 @@ each epoch draws one view per image. Shuffling follows the same rules as the onl
 (global RNG, drop_last only when the split holds a full batch). Encoding never draws from the
 global RNG (its loaders get their own generator and every view its own seed), so a run's result
 does not depend on what the store already held. A view's seed hashes the image path relative to
-DATASET.ROOT, so a moved or copied dataset gives the same views and results.
+DATASET.ROOT, so a moved or copied dataset gives the same views and results. An image is decoded
+once for its consecutive views (`_SeededViews`). A group of runs (a sweep) can fill the store in
+one pass after its first run (`prefill`).
 """
 import hashlib
 import os
@@ -39,7 +41,7 @@ from tqdm import tqdm
 from datasets.transforms import describe_transform, read_image
 
 from .data import num_workers
-from .feature_store import Namespace, default_root, image_key
+from .feature_store import Namespace, default_root, image_key, image_keys
 
 
 class EncoderStats:
@@ -158,29 +160,56 @@ class OnlineSource:
 
 class _SeededViews(Dataset):
     """(image, view) pairs; each pair is augmented with its own seed (`view_seed`), so a view is
-    the same image tensor in every process and every run, without touching the caller's RNG."""
+    the same image tensor in every process and every run, without touching the caller's RNG.
+    Consecutive pairs of one image share one decode (callers list an image's views together):
+    a view depends only on the decoded pixels and its seed, so the tensors are the same as
+    decoding per view, for the cost of one decode per image and loader worker."""
 
     def __init__(self, pairs, transform, seeded, root):
         self.pairs, self.transform, self.seeded, self.root = pairs, transform, seeded, root
+        self._last = (None, None)  # (path, decoded image): per worker, one image held at a time
 
     def __len__(self):
         return len(self.pairs)
 
+    def _decoded(self, path):
+        if self._last[0] != path:
+            self._last = (None, None)  # release the previous image before decoding the next
+            self._last = (path, read_image(path))
+        return self._last[1]
+
     def __getitem__(self, i):
         path, view = self.pairs[i]
-        img = read_image(path)
-        if not self.seeded:
-            return self.transform(img)
-        seed = view_seed(path, view, self.root)
-        # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
-        py_state = random.getstate()
-        try:
-            random.seed(seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.transform(img)
-        finally:
-            random.setstate(py_state)
+        return seeded_view(self._decoded(path), path, view, self.transform, self.seeded, self.root)
+
+
+def seeded_view(img, path, view, transform, seeded, root):
+    """One view of a decoded image: `transform(img)` under the view's own seed (or unseeded, the
+    test transform). The transforms return new images, so `img` can serve the next view."""
+    if not seeded:
+        return transform(img)
+    seed = view_seed(path, view, root)
+    # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
+    py_state = random.getstate()
+    try:
+        random.seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return transform(img)
+    finally:
+        random.setstate(py_state)
+
+
+class _MixedViews(_SeededViews):
+    """(path, view, pipeline) entries, each through its own (transform, seeded) pipeline."""
+
+    def __init__(self, entries, pipelines, root):
+        super().__init__(entries, None, None, root)
+        self.pipelines = pipelines
+
+    def __getitem__(self, i):
+        path, view, p = self.pairs[i]
+        return seeded_view(self._decoded(path), path, view, *self.pipelines[p], self.root)
 
 
 class CachedSource:
@@ -196,6 +225,7 @@ class CachedSource:
         self._train_feats = None  # encoded on first use: eval-only runs never need them
         self._eval = {}
         self._stats = EncoderStats()
+        self.requests = []  # (split, views, train) in the order the run asked: see prefill
 
     def stats(self):
         return self._stats.stats()
@@ -207,15 +237,16 @@ class CachedSource:
         if views > 0:
             if split in ("train", "train_x") and views == self.views:
                 return self.train_feats.float(), labels
-            return self._features(items, range(views), train=True).float().to(self.device), labels
+            return self._features(items, range(views), train=True, split=split).float().to(self.device), labels
         if split in ("val", "test"):
             return self._eval_split(split)
-        return self._features(items, [0], train=False).float().to(self.device), labels
+        return self._features(items, [0], train=False, split=split).float().to(self.device), labels
 
     @property
     def train_feats(self):
         if self._train_feats is None:
-            self._train_feats = self._features(self.dm.dataset.train_x, range(self.views), train=True).to(self.device)
+            self._train_feats = self._features(self.dm.dataset.train_x, range(self.views), train=True,
+                                               split="train").to(self.device)
         return self._train_feats
 
     def _namespace(self, train, dim):
@@ -225,19 +256,21 @@ class CachedSource:
             self._ns[key] = shared_namespace(*self._ns_args, tfm, dim)
         return self._ns[key]
 
-    def _features(self, items, views, train):
+    def _features(self, items, views, train, split):
         """[len(items), len(views), D] (train) or [len(items), D] (eval), fp16 on the CPU."""
         views = list(views)
+        self.requests.append((split, tuple(views), train))
         pairs = [(d.impath, v) for d in items for v in views]
-        keys = [image_key(p, v) for p, v in pairs]
+        keys = image_keys(pairs)
         ns = self._namespace(train, self._dim())
         ns.refresh()
         todo = set(ns.missing(keys))
         if todo:
             todo_pairs = [pv for pv, k in zip(pairs, keys) if k in todo]
             self._encode_into(ns, todo_pairs, train)
-        feats = ns.get(keys)
-        return feats.view(len(items), len(views), -1) if train else feats
+        if train:
+            return ns.get(keys).view(len(items), len(views), -1)
+        return _stacked(ns, keys)  # callers copy it (.float())
 
     def _dim(self):
         if not hasattr(self, "_d"):
@@ -263,7 +296,7 @@ class CachedSource:
     def _eval_split(self, split):
         if split not in self._eval:
             items = self.dm.split(split)
-            feats = self._features(items, [0], train=False).float().to(self.device)
+            feats = self._features(items, [0], train=False, split=split).float().to(self.device)
             labels = torch.tensor([d.label for d in items], device=self.device)
             self._eval[split] = (feats, labels)
         return self._eval[split]
@@ -323,7 +356,68 @@ class SeededPixelSource(OnlineSource):
         return num_view_batches(len(self.train_labels), self.cfg)
 
 
+def prefill(source, datasets, desc="Filling the store"):
+    """Encode, in one pass with one DataLoader, what the runs on `datasets` (dataset objects with
+    train_x / val / test) will ask the store for, when each asks what `source`'s run asked
+    (`source.requests`: same method and config, other shots or seeds). The runs are replayed in
+    order: each request's missing entries, deduplicated against the store and the entries the
+    replay already planned, in batches of TEST.BATCH_SIZE: the very batches each run would
+    encode itself, so the stored values are the same bit for bit as without the pre-fill. A run
+    that asks for something else encodes it itself, as ever. Returns the entries encoded."""
+    cfg, bs = source.cfg, int(source.cfg.DATALOADER.TEST.BATCH_SIZE)
+    pipelines = [(source.dm.tfm_test, False), (source.dm.tfm_train, True)]  # by `train`
+    entries, batches, planned = [], [], {}
+    for ds in datasets:
+        for split, views, train in source.requests:
+            items = ds.train_x if split in ("train", "train_x") else {"val": ds.val or [], "test": ds.test}[split]
+            ns = source._namespace(train, source._dim())
+            if ns not in planned:
+                ns.refresh()
+                planned[ns] = set()
+            pairs = [(d.impath, v) for d in items for v in views]
+            keys = image_keys(pairs)
+            todo = {k for k in ns.missing(keys) if k not in planned[ns]}
+            todo_pairs = [(pv, k) for pv, k in zip(pairs, keys) if k in todo]
+            planned[ns].update(todo)
+            for i in range(0, len(todo_pairs), bs):
+                chunk = todo_pairs[i:i + bs]
+                batches.append((ns, [k for _, k in chunk], list(range(len(entries), len(entries) + len(chunk)))))
+                entries += [(p, v, int(train)) for (p, v), _ in chunk]
+    if not entries:
+        return 0
+    views = _MixedViews(entries, pipelines, cfg.DATASET.ROOT)
+    loader = DataLoader(views, batch_sampler=[idx for _, _, idx in batches], num_workers=num_workers(cfg),
+                        pin_memory=source.device.type == "cuda", generator=torch.Generator())
+    pending = {}
+    for (ns, keys, _), images in zip(batches, tqdm(loader, desc=f"{desc}: {len(entries):,} images", unit="batch")):
+        out = source._stats.timed(source.encode, images.to(source.device, non_blocking=True))
+        got = pending.setdefault(ns, ([], []))
+        got[0].extend(keys)
+        got[1].append(out)
+        if len(got[0]) >= 8192:  # an interrupted fill keeps what it encoded
+            ns.add(got[0], torch.cat(got[1]))
+            pending[ns] = ([], [])
+    for ns, (keys, feats) in pending.items():
+        if keys:
+            ns.add(keys, torch.cat(feats))
+    return len(entries)
+
+
 _NAMESPACES = {}
+_STACKED = {}  # per process: {namespace: (keys, their features stacked)}, the last large read of each
+
+
+def _stacked(ns, keys):
+    """ns.get(keys), reused when a namespace's last large read asked for the same keys (a sweep's
+    runs read the same test split: the keys hold every file's size and mtime, so a changed file is
+    a changed key list and a new read)."""
+    hit = _STACKED.get(ns)
+    if hit is not None and hit[0] == keys:
+        return hit[1]
+    feats = ns.get(keys)
+    if len(keys) >= 1000:
+        _STACKED[ns] = (keys, feats)
+    return feats
 
 
 def shared_namespace(root, backbone_id, transform_id, dim):

@@ -3,7 +3,9 @@
     python -m studies.worker GROUP.json      # what a `gpus` worker process runs
 
 `run_group(runs)` runs each run with `train.run` and one ModelCache, so the group loads its CLIP
-once and (FEATURES.MODE cached) encodes its images once. For each run:
+once and (FEATURES.MODE cached) encodes its images once: after the first run of each method,
+the store is filled for the group's later runs of that method in one pass (sweep.prefill_group).
+For each run:
 
 - finished (results.json, or the installed file of a producing run): skipped;
 - a run it needs is not finished: recorded as blocked, skipped;
@@ -69,8 +71,8 @@ def install(src, dst):
     print(f"Installed: {dst} (from {src})")
 
 
-def run_one(run, models, heartbeat=None):
-    """'skipped' | 'blocked' | 'busy' | 'done' | 'failed'."""
+def run_one(run, models, heartbeat=None, after=None):
+    """'skipped' | 'blocked' | 'busy' | 'done' | 'failed'. `after(trainer)` follows a run that ran."""
     import train
 
     if os.path.exists(run.done_path):
@@ -91,7 +93,9 @@ def run_one(run, models, heartbeat=None):
     try:
         if not layout.finished(run.out):
             try:
-                train.run(train.parse_args(run.argv), models=models)
+                trainer = train.run(train.parse_args(run.argv), models=models)
+                if after is not None:
+                    after(trainer)
             except RunLockedError as e:  # a process outside the study (a shell script) runs it
                 print(f"{run.out}: running elsewhere, skipped ({e})")
                 return "busy"
@@ -122,19 +126,35 @@ def run_group(runs, models=None, on_run=None):
 
     models = models if models is not None else ModelCache()
     heartbeat = Heartbeat()
-    counts = {}
+    counts, filled = {}, set()
     try:
-        for run in runs:
+        for i, run in enumerate(runs):
             start = time.time()
             if on_run is not None:
                 on_run(run, "start", 0.0)
-            state = run_one(run, models, heartbeat)
+            state = run_one(run, models, heartbeat, after=lambda trainer: _prefill(run, trainer, runs[i + 1:], filled))
             counts[state] = counts.get(state, 0) + 1
             if on_run is not None:
                 on_run(run, state, time.time() - start)
     finally:
         heartbeat.stop()
     return counts
+
+
+def _prefill(run, trainer, later, filled):
+    """After the first run of each method in the group: the store filled for the group's later
+    runs of the same method and store namespaces in one pass (sweep.prefill_group)."""
+    import sweep
+
+    if run.trainer in filled:
+        return
+    filled.add(run.trainer)
+    try:
+        sweep.prefill_group(run.argv, trainer, [r.argv for r in later
+                                                if r.trainer == run.trainer and not layout.finished(r.out)])
+    except Exception:  # noqa: BLE001 - the runs then fill the store themselves
+        traceback.print_exc()
+        print("The store pre-fill failed; each run encodes what it misses")
 
 
 def main(argv=None):

@@ -21,7 +21,14 @@ every trainer (log block, results.json, checkpoint `linear_probe/model-fit.pth.t
 - "torch": torch.optim.LBFGS (strong-Wolfe line search) in float32 on the device. Cheaper, but it
   stops at another point within the tolerance, and with weak regularisation (large C, where
   the optimum is far away) its predictions can differ markedly from scikit-learn's.
-Fits are cached per C (the bisection re-scores one end of every interval).
+Fits are cached per C (the bisection re-scores one end of every interval). The scipy solver
+prepares the training features once per run for all fits (LogisticProblem): with fewer images
+than dimensions (N < D, every few-shot run on RN50's 1024-d features) it fits in the row space
+of X, N x N per evaluation instead of N x D (TRAINER.LINEAR_PROBE.ROW_SPACE, on by default: the
+same objective and optimum; only the stopping test is taken in the rotated coordinates).
+TRAINER.LINEAR_PROBE.WARM_START (off by default, not the reference) starts each fit at the
+nearest C already fitted: fewer iterations, but where the few-shot validation accuracy is flat
+in C the fits' stopping points (within tol) can move the chosen C.
 
 Classes never trained on (base -> new): their rows are zero-shot CLIP's text classifier, scaled
 to the raw features: weight = exp(logit_scale) * t / r with t the L2-normalised text feature of
@@ -84,35 +91,85 @@ def _loss_grad_numpy(X, Y, W, b, C):
 
 
 def _fit_scipy(X, y, num_classes, C, max_iter, tol, numpy_loss=None):
-    """SciPy's L-BFGS-B with scikit-learn's settings; the loss in NumPy on the CPU, in torch
-    (float64) on an accelerator, where only the parameter vector crosses to the host."""
-    from scipy.optimize import minimize
+    """SciPy's L-BFGS-B with scikit-learn's settings from 0, in the features' own coordinates."""
+    W, b, iters, _ = LogisticProblem(X, y, num_classes, row_space=False, numpy_loss=numpy_loss).fit(C, max_iter, tol)
+    return W, b, iters
 
-    k, d = num_classes, X.shape[1]
-    device = X.device
-    if numpy_loss is None:
-        numpy_loss = device.type == "cpu"
-    if numpy_loss:
-        Xn = X.double().cpu().numpy()
-        Yn = np.eye(k)[y.long().cpu().numpy()]
 
-        def fun(w):
-            w = w.reshape(k, d + 1)
-            loss, gw, gb = _loss_grad_numpy(Xn, Yn, w[:, :d], w[:, d], C)
+class LogisticProblem:
+    """One run's training features, prepared once for every fit of its C search (up to 23 on the
+    same X). The loss runs in NumPy on the CPU, in torch (float64) on an accelerator, where only
+    the parameter vector crosses to the host.
+
+    row_space: with fewer images than dimensions (few-shot: N = K x shots < D) every L-BFGS
+    iterate started at 0 stays in the row space of X (each gradient is G^T X + W / (C N)), so the
+    fit runs on the N coordinates of the images in an orthonormal basis Q of that space
+    (X = Z Q^T, W = V Q^T: the same objective, since X W^T = Z V^T and ||W|| = ||V||) and returns
+    W = V Q^T. L-BFGS-B's steps are made of inner products, which the rotation keeps; only its
+    stopping test (the largest gradient entry below tol) is taken in the new coordinates, so a fit
+    may stop an iteration earlier or later at the same optimum. Each evaluation then costs
+    N x N x K instead of N x D x K."""
+
+    def __init__(self, X, y, num_classes, row_space=True, numpy_loss=None):
+        self.k, self.d, self.device = num_classes, X.shape[1], X.device
+        self.numpy_loss = self.device.type == "cpu" if numpy_loss is None else numpy_loss
+        Xd = X.double().cpu() if self.numpy_loss else X.double()
+        self.Q = None
+        if row_space and X.shape[0] < X.shape[1]:
+            Q, R = torch.linalg.qr(Xd.t())  # X^T = Q R, Q [D, N] orthonormal: X = R^T Q^T
+            self.Q, Xd = Q, R.t().contiguous()
+        self.r = Xd.shape[1]
+        if self.numpy_loss:
+            self.Z, self.Y = Xd.cpu().numpy(), np.eye(self.k)[y.long().cpu().numpy()]
+        else:
+            self.Z, self.Y = Xd.to(self.device), F.one_hot(y.long(), self.k).double().to(self.device)
+
+    def loss_grad(self, w, C):
+        """(loss, flat gradient) at the flat parameters w = [V | b] (NumPy float64)."""
+        k, r = self.k, self.r
+        if self.numpy_loss:
+            w = w.reshape(k, r + 1)
+            loss, gw, gb = _loss_grad_numpy(self.Z, self.Y, w[:, :r], w[:, r], C)
             return float(loss), np.concatenate([gw, gb[:, None]], axis=1).ravel()
-    else:
-        Xt = X.double()
-        Yt = F.one_hot(y.long(), k).double()
+        w = torch.from_numpy(w).to(self.device).view(k, r + 1)
+        loss, gw, gb = logistic_loss_grad(self.Z, self.Y, w[:, :r], w[:, r], C)
+        return loss.item(), torch.cat([gw, gb.unsqueeze(1)], 1).flatten().cpu().numpy()
+
+    def fit(self, C, max_iter=1000, tol=1e-4, x0=None):
+        """(W [K, D], b [K] fp32 on the features' device, iterations, flat solution) from x0 (0)."""
+        from scipy.optimize import minimize
+
+        x0 = np.zeros(self.k * (self.r + 1)) if x0 is None else x0
+        fun, stop = (lambda w: self.loss_grad(w, C)), None
+        if self.Q is not None:
+            fun, stop = self._stopping_in_features(C, tol)
+        res = minimize(fun, x0, method="L-BFGS-B", jac=True, callback=stop,
+                       options={"maxiter": max_iter, "maxls": 50, "gtol": tol if stop is None else 0.0,
+                                "ftol": 64 * np.finfo(float).eps})
+        v = torch.from_numpy(res.x).view(self.k, self.r + 1)
+        W = v[:, :self.r] if self.Q is None else v[:, :self.r].to(self.Q.device) @ self.Q.t()
+        return (W.float().to(self.device).contiguous(), v[:, self.r].float().to(self.device).contiguous(),
+                int(res.nit), res.x)
+
+    def _stopping_in_features(self, C, tol):
+        """L-BFGS-B stops when the largest gradient entry is below tol, a test that a rotation
+        changes; so it runs here on the gradient in the features' coordinates (dW = dV Q^T, at
+        each new iterate, from the last evaluation), as the full-space fit takes it."""
+        last, Qt = {}, self.Q.t().cpu().numpy()
 
         def fun(w):
-            w = torch.from_numpy(w).to(device).view(k, d + 1)
-            loss, gw, gb = logistic_loss_grad(Xt, Yt, w[:, :d], w[:, d], C)
-            return loss.item(), torch.cat([gw, gb.unsqueeze(1)], 1).flatten().cpu().numpy()
+            loss, g = self.loss_grad(w, C)
+            last["x"], last["g"] = w.copy(), g
+            return loss, g
 
-    res = minimize(fun, np.zeros(k * (d + 1)), method="L-BFGS-B", jac=True,
-                   options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps})
-    w = torch.from_numpy(res.x).view(k, d + 1).float().to(device)
-    return w[:, :d].contiguous(), w[:, d].contiguous(), int(res.nit)
+        def stop(intermediate_result):
+            x = intermediate_result.x
+            g = last["g"] if np.array_equal(last["x"], x) else self.loss_grad(x, C)[1]
+            g = g.reshape(self.k, self.r + 1)
+            if max(np.abs(g[:, :self.r] @ Qt).max(), np.abs(g[:, self.r]).max()) <= tol:
+                raise StopIteration
+
+        return fun, stop
 
 
 def _fit_torch(X, y, num_classes, C, max_iter, tol):
@@ -178,6 +235,8 @@ class LinearProbe(Trainer):
         node.MAX_ITER = 1000
         node.TOL = 1e-4
         node.SOLVER = "scipy"  # "scipy" (scikit-learn's L-BFGS-B) or "torch" (torch.optim.LBFGS)
+        node.ROW_SPACE = True  # scipy: fit in the row space of the training features when N < D (same optimum)
+        node.WARM_START = False  # scipy: start each fit at the nearest C's solution (faster; not the reference)
 
     def check_cfg(self, cfg):
         node = cfg.TRAINER.LINEAR_PROBE
@@ -214,14 +273,13 @@ class LinearProbe(Trainer):
         X, y = self.source.split_features("train")
         self.feature_norm = float(X.norm(dim=-1).mean())
         fits, start = {}, time.perf_counter()
+        fit_at = self._fitter(X, y, node)
 
         def fitted(c):
             key = round(math.log10(c), 9)
             if key not in fits:
-                W, b, iters = fit_logistic(X, y, self.dm.num_classes, c, int(node.MAX_ITER), float(node.TOL),
-                                           node.SOLVER)
-                fits[key] = (W, b, iters)
-            return fits[key]
+                fits[key] = fit_at(c, fits, key)
+            return fits[key][:3]
 
         if float(node.C) > 0:
             c_final = float(node.C)
@@ -255,6 +313,25 @@ class LinearProbe(Trainer):
         self.C = c_final
         self.record.update(fits=len(fits), fit_seconds=round(time.perf_counter() - start, 3))
         print(f"Linear probe: C = {c_final:.6g} ({len(fits)} fits, {time.perf_counter() - start:.1f} s)")
+
+    def _fitter(self, X, y, node):
+        """fit(C, fits so far, log10 C) -> (W, b, iterations, solution) for the C search. The
+        scipy solver prepares X once for every C (LogisticProblem, ROW_SPACE) and, with
+        WARM_START, starts at the solution of the nearest C fitted so far when that is lower on
+        the new objective than 0 (not the reference: the fits stop elsewhere within tol)."""
+        max_iter, tol = int(node.MAX_ITER), float(node.TOL)
+        if node.SOLVER != "scipy":
+            return lambda c, fits, key: fit_logistic(X, y, self.dm.num_classes, c, max_iter, tol, node.SOLVER) + (None,)
+        problem = LogisticProblem(X, y, self.dm.num_classes, row_space=bool(node.ROW_SPACE))
+
+        def fit(c, fits, key):
+            x0 = None
+            if node.WARM_START and fits:
+                near = fits[min(fits, key=lambda k: abs(k - key))][3]
+                x0 = near if problem.loss_grad(near, c)[0] < math.log(self.dm.num_classes) else None  # 0 scores log K
+            return problem.fit(c, max_iter, tol, x0)
+
+        return fit
 
     def run_extras(self):
         node = self.cfg.TRAINER.LINEAR_PROBE
