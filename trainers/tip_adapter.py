@@ -114,7 +114,7 @@ class TipAdapter(Trainer):
         if not items:
             raise UserError(f"{self.cfg.DATASET.NAME} has no {split} images to search beta and alpha on; set "
                             f"TRAINER.TIP.SEARCH_SPLIT to the other split, or TRAINER.TIP.SEARCH_HP False")
-        on_test = split == "test" or items is self.dm.split("test")
+        on_test = self.dm.selection_tier(split) == "test"
         if on_test and split == "val":
             print("Note: the validation split of this dataset is its test split (as in CoOp); "
                   "beta and alpha are searched on test images")
@@ -142,6 +142,8 @@ class TipAdapter(Trainer):
         betas = search_grid(float(tip.SEARCH_SCALE[0]), int(tip.SEARCH_STEP[0]))
         alphas = search_grid(float(tip.SEARCH_SCALE[1]), int(tip.SEARCH_STEP[1]))
         result = search_hp(feats, labels, self.text_weights, keys, values, betas, alphas, self.logit_scale)
+        self.chose("beta", result.beta, split)
+        self.chose("alpha", result.alpha, split)
         self.record.update(search_split=split, search_on_test=on_test, search_accuracy=result.accuracy,
                            search_grid=[len(betas), len(alphas)])
         return result.beta, result.alpha
