@@ -3,15 +3,17 @@
 Few-shot and base-to-new tables are analysis/compare.py's (mean ± std over seeds, population
 std as parse_test_res.py; base, new and HM = 2BN/(B+N) from the seed means), fed with exactly
 the study's run folders, so runs of other studies in the same output tree stay out. The DG
-table is made here: a row per study method, a column for the source and each target, and the
-targets' average.
+and cross-dataset tables are made here, as the conditional-prompt paper reports them: a row per
+study method, a column for the source and each target, and the targets' average. Every row
+names its selection tier (a target evaluation inherits the source checkpoint's); seeds of one
+method selected at different tiers are separate rows.
 """
 import numpy as np
 
 from engine.layout import finished
 
 from . import compare
-from .runs import read_run
+from .runs import display_name, read_run
 
 CSV_FIELDS = compare.CSV_FIELDS
 
@@ -32,25 +34,44 @@ def _cell(values):
     return "–" if not values else compare._cell(float(np.mean(values)), float(np.std(values)), len(values))
 
 
-def dg_table(study, finished):
-    """(markdown, csv rows): per (method, shots), the source's and every target's accuracy."""
+TRANSFER_TITLES = {"dg": "Domain generalization", "cross-dataset": "Cross-dataset transfer"}
+
+
+def transfer_table(study, finished, metric="accuracy"):
+    """(markdown, csv rows): per (method, selection tier of its source runs, shots), the
+    source's and every target's `metric`, and the targets' average (DG and cross-dataset)."""
+    tier_of_source = {}
+    for run, found in finished:
+        if run.role == "source":
+            tier_of_source[(run.method, run.variant, run.shots, run.seed)] = found.selection
     cells = {}
     for run, found in finished:
-        cells.setdefault((run.method, run.variant, run.shots), {}).setdefault(run.dataset, []).append(found.accuracy)
+        if found.value(metric) is None:
+            continue
+        tier = tier_of_source.get((run.method, run.variant, run.shots, run.seed), found.selection)
+        cells.setdefault((run.method, run.variant, tier, run.shots), {}).setdefault(run.dataset, []).append(
+            found.value(metric))
     columns = study.datasets + study.targets
-    lines = ["### Domain generalization", "", "| Method | Shots | " + " | ".join(columns) + " | Targets avg |",
-             "|---|---:|" + "---:|" * (len(columns) + 1)]
+    source = "Source: " if study.protocol == "cross-dataset" else ""
+    names = [f"{source}{display_name(d)}" for d in study.datasets] + [display_name(t) for t in study.targets]
+    lines = [f"### {TRANSFER_TITLES[study.protocol]}", "", "| Method | Selection | Shots | " + " | ".join(names)
+             + " | Targets avg |", "|---|---|---:|" + "---:|" * (len(columns) + 1)]
     rows = []
-    for (method, variant, shots), per in cells.items():
+    for (method, variant, tier, shots), per in sorted(cells.items(), key=str):
         label = method + (f" ({variant})" if variant else "")
         means = [np.mean(per[t]) for t in study.targets if per.get(t)]
         avg = f"{np.mean(means):.2f}" if len(means) == len(study.targets) else "–"
-        lines.append(f"| {label} | {shots} | " + " | ".join(_cell(per.get(d, [])) for d in columns) + f" | {avg} |")
+        lines.append(f"| {label} | {tier} | {shots} | " + " | ".join(_cell(per.get(d, [])) for d in columns)
+                     + f" | {avg} |")
         for d in columns:
             v = per.get(d, [])
             if v:
-                rows.append({"table": "dg", "dataset": d, "method": label, "shots": shots, "n": len(v),
-                             "mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": ""})
+                rows.append({"table": study.protocol, "dataset": d, "method": label, "selection": tier,
+                             "shots": shots, "n": len(v), "mean": float(np.mean(v)), "std": float(np.std(v)),
+                             "seeds": ""})
+        if len(means) == len(study.targets):
+            rows.append({"table": study.protocol, "dataset": "targets average", "method": label, "selection": tier,
+                         "shots": shots, "n": 1, "mean": float(np.mean(means)), "std": None, "seeds": ""})
     return "\n".join(lines) + "\n", rows
 
 
@@ -58,8 +79,8 @@ def study_table(study, runs):
     """(markdown, csv rows, finished count, expected count)."""
     expected = [r for r in runs if r.role != "produce"]
     finished = _finished(runs)
-    if study.protocol == "dg":
-        text, rows = dg_table(study, finished)
+    if study.protocol in TRANSFER_TITLES:
+        text, rows = transfer_table(study, finished)
         return text, rows, len(finished), len(expected)
     found = [f for _, f in finished]
     rows, datasets = compare.few_shot_tables(found)
