@@ -75,19 +75,22 @@ def transfer_table(study, finished, metric="accuracy"):
     return "\n".join(lines) + "\n", rows
 
 
-def study_table(study, runs):
-    """(markdown, csv rows, finished count, expected count)."""
+def study_table(study, runs, tiers=None, metric="accuracy"):
+    """(markdown, csv rows, finished count, expected count); `tiers`: only runs selected at these
+    (a target evaluation counts with its inherited tier)."""
     expected = [r for r in runs if r.role != "produce"]
     finished = _finished(runs)
+    if tiers is not None:
+        finished = [(run, found) for run, found in finished if found.selection in tiers]
     if study.protocol in TRANSFER_TITLES:
-        text, rows = transfer_table(study, finished)
+        text, rows = transfer_table(study, finished, metric)
         return text, rows, len(finished), len(expected)
     found = [f for _, f in finished]
-    rows, datasets = compare.few_shot_tables(found)
-    b2n = compare.base_to_new_rows(found)
+    rows, datasets = compare.few_shot_tables(found, metric)
+    b2n = compare.base_to_new_rows(found, metric)
     text = ""
     if rows:
-        text += "## Few-shot classification (accuracy %, mean ± std over seeds)\n\n" + \
+        text += f"## Few-shot classification ({compare.metric_title(metric)}, mean ± std over seeds)\n\n" + \
             compare.markdown_few_shot(rows, datasets)
     if b2n:
         text += ("\n" if text else "") + compare.markdown_base_to_new(b2n)

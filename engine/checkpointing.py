@@ -75,9 +75,10 @@ class Checkpointing:
             "val_result": val_result,
             # Which classes the per-class rows belong to (base-to-new evaluation).
             "classnames": list(self.dm.classnames),
-            # What the run chose on data so far (engine.selection): a run loading this inherits it.
-            "selection": self.selection.summary(),
         }
+        if getattr(self, "selection", None) is not None:
+            # What the run chose on data so far (engine.selection): a run loading this inherits it.
+            state["selection"] = self.selection.summary()
         if self.grad_scaler is not None:
             state["scaler"] = self.grad_scaler.state_dict()
         state.update(self.checkpoint_extras(name))
@@ -164,7 +165,8 @@ class Checkpointing:
             state = dict(state, state_dict=state_dict, classnames=list(self.dm.classnames))
             trained = state["classnames"]
         self.check_loaded(name, state)
-        self.selection.inherit(state.get("selection"))
+        if getattr(self, "selection", None) is not None:
+            self.selection.inherit(state.get("selection"))
         state_dict = self._remap_classes(module, state_dict, trained)
         state_dict = self.adapt_loaded_state(name, state_dict)
         if announce:

@@ -31,7 +31,7 @@ def worst(tiers):
 
 def meets(tier, protocol):
     """Whether a run at `tier` is at least as fair as the `protocol` it asked for."""
-    return TIERS.index(tier) <= TIERS.index(protocol)
+    return tier in TIERS and TIERS.index(tier) <= TIERS.index(protocol)
 
 
 def check_tier(tier):
@@ -55,10 +55,13 @@ class Selection:
         self.reads.setdefault(split, check_tier(tier))
 
     def inherit(self, summary):
-        """Take the choices of the run that wrote a loaded checkpoint (its summary())."""
-        if isinstance(summary, dict) and summary.get("tier") in TIERS:
+        """Take the choices of the run that wrote a loaded checkpoint (its summary(); None for a
+        checkpoint that recorded none: written elsewhere or before tiers, so "unknown")."""
+        if isinstance(summary, dict) and summary.get("tier") in TIERS + (UNKNOWN,):
             # Flat: a checkpoint's own summary already counts what it inherited in its tier.
             self.inherited = {k: v for k, v in summary.items() if k != "inherited"}
+        else:
+            self.inherited = {"tier": UNKNOWN}
 
     def unrecorded(self):
         """Splits read before the final evaluation on which no choice was declared."""
@@ -76,7 +79,10 @@ class Selection:
         if self.unrecorded():
             out["unrecorded"] = self.unrecorded()
         if self.inherited is not None:
-            out["tier"] = worst([out["tier"], self.inherited["tier"]])
+            known = self.inherited["tier"] != UNKNOWN
+            # what a checkpoint without a record chose is not known, unless this run looked at test itself
+            out["tier"] = worst([out["tier"], self.inherited["tier"]]) if known else (
+                "test" if out["tier"] == "test" else UNKNOWN)
             out["inherited"] = self.inherited
         return out
 

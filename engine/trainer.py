@@ -527,7 +527,7 @@ class Trainer(Checkpointing, MethodFacts):
         requested = cfg.SELECTION.PROTOCOL
         if requested:
             out["selection"]["requested"] = requested
-            if not selection_meets(out["selection"]["tier"], requested):
+            if not selection_meets(out["selection"]["tier"], requested):  # "unknown" never meets one
                 print(f"Warning: SELECTION.PROTOCOL {requested} was asked for, but this run selected at tier "
                       f"{out['selection']['tier']} ({out['selection']['split']})")
         if out["selection"].get("unrecorded"):

@@ -37,6 +37,14 @@ def test_a_loaded_checkpoint_passes_its_tier_on():
     assert out["tier"] == "test" and out["chosen"] == {} and out["inherited"]["chosen"] == {"epoch": 3}
 
 
+def test_a_checkpoint_without_a_record_makes_the_tier_unknown():
+    s = Selection()
+    s.inherit(None)  # e.g. a reference repository's checkpoint
+    assert s.summary()["tier"] == "unknown"
+    s.chose("epoch", 1, "test", "test")
+    assert s.summary()["tier"] == "test"
+
+
 def test_runs_written_before_tiers_are_unknown_unless_their_search_record_says():
     assert tier_of({"accuracy": 50.0, "extras": {}}) == "unknown"
     assert tier_of({"extras": {"search_split": "val", "search_on_test": True}}) == "test"
