@@ -22,6 +22,7 @@ import torch
 from . import checkpoint as ckpt
 from .classes import remap_class_rows
 from .errors import UserError
+from .record import plain
 
 FIT_FILE = "model-fit.pth.tar"  # closed-form methods: the fitted model (no epochs)
 BEST_FILE = "model-best.pth.tar"
@@ -78,7 +79,7 @@ class Checkpointing:
         }
         if getattr(self, "selection", None) is not None:
             # What the run chose on data so far (engine.selection): a run loading this inherits it.
-            state["selection"] = self.selection.summary()
+            state["selection"] = plain(self.selection.summary())  # plain values: weights_only loading
         if self.grad_scaler is not None:
             state["scaler"] = self.grad_scaler.state_dict()
         state.update(self.checkpoint_extras(name))

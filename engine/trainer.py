@@ -137,6 +137,9 @@ class Trainer(Checkpointing, MethodFacts):
         """Config checks, device, precision, the model registry and the run record."""
         check_common_cfg(cfg)
         self.check_cfg(cfg)
+        if cfg.TEST.SALS and self.consumes != "features" and type(self).zero_shot_logits is Trainer.zero_shot_logits:
+            raise UserError(f"TEST.SALS needs zero-shot logits, which {type(self).__name__} does not provide "
+                            f"(it consumes pixels); set TEST.SALS False")
         self.cfg = cfg
         self.model_cache = models
         self.device = select_device(cfg)
@@ -209,9 +212,9 @@ class Trainer(Checkpointing, MethodFacts):
         """Zero-shot CLIP's logits for a batch of image features (TEST.SALS): CLIP's logit scale
         times the cosine to the dataset's single hand-written prompt per class. A method that
         consumes pixels overrides this (the engine cannot tell its encoder from CLIP's)."""
-        if self.consumes != "features" or getattr(self, "clip_model", None) is None:
+        if getattr(self, "clip_model", None) is None:
             raise UserError(f"TEST.SALS needs zero-shot logits, which {type(self).__name__} does not provide "
-                            f"(it has no frozen CLIP image features); set TEST.SALS False")
+                            f"(it loaded no CLIP); set TEST.SALS False")
         if getattr(self, "_zero_shot", None) is None:
             from datasets import info
             template = info(self.cfg.DATASET.NAME).template

@@ -111,3 +111,15 @@ def test_a_run_records_calibration_and_sals_keeps_its_accuracy(env):
     assert b["ece"] != a["ece"] and b["extras"]["sals"] is True
     log = (plain / "log.txt").read_text()
     assert f"* ece: {a['ece']:.2f}%" in log
+
+
+def test_sals_on_a_pixel_method_is_one_line_before_training(env, capsys):
+    from engine.recipes import recipe
+
+    r = recipe("MaskTuning", "eurosat", 2)
+    out = env["tmp"] / "mask_sals"
+    run(["--root", env["root"], "--trainer", "MaskTuning", "--dataset-config-file", "configs/datasets/eurosat.yaml",
+         "--config-file", r.config, "--output-dir", str(out), *r.opts_list(), "DATASET.NUM_SHOTS", 2,
+         "MODEL.BACKBONE.NAME", env["clip"], "TEST.SALS", True], expect=2)
+    assert "TEST.SALS needs zero-shot logits" in capsys.readouterr().err
+    assert not (out / "results.json").exists()
