@@ -9,7 +9,7 @@ so a run finished by `train_regular.sh` is a finished run of a study and the oth
                  and the new-class evaluation in .../test_new/... (the base-to-new scripts)
     dg           the source's few-shot folders, evaluated into
                  <output>/<target>/<Trainer>/<dg cfg or cfg_Kshots>[/<variant>][/<tag>]/seed<S>
-    cross-dataset  the source's few-shot folders, evaluated into (CoCoOp's xd_test.sh)
+    cross-dataset  the source's few-shot folders, evaluated into (scripts/xd_test.sh)
                  <output>/evaluation/<Trainer>/<cfg>_<K>shots[/<variant>][/<tag>]/<target>/seed<S>
     product      <output>/<need>/<dataset>/<tag>_<K>shots, installed to
                  <strong_base>/<DATASET.NAME>/<tag>_<K>shots/model.pth.tar (train_enhance.sh)

@@ -42,7 +42,7 @@ from engine.recipes import REPO
 
 PROTOCOLS = ("few-shot", "base-to-new", "dg", "cross-dataset")
 TRANSFER_PROTOCOLS = ("dg", "cross-dataset")  # a source-trained model evaluated on target datasets
-# CoCoOp's cross-dataset targets: the 10 datasets besides the ImageNet source
+# The cross-dataset targets of the conditional-prompt paper: the 10 datasets besides the ImageNet source
 CROSS_DATASET_TARGETS = ["caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
                          "sun397", "dtd", "eurosat", "ucf101"]
 STUDY_KEYS = ("name", "protocol", "root", "output", "strong_base", "datasets", "shots", "seeds", "backbones",

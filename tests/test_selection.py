@@ -122,6 +122,7 @@ def test_tip_adapter_records_where_it_searched(env):
     assert selection(env, "tip_fixed", "TipAdapter", "eurosat", "TRAINER.TIP.SEARCH_HP", False)["tier"] == "none"
 
 
+@pytest.mark.slow  # about 30 s: two runs on the 1000-class ImageNet
 def test_imagenet_search_on_val_is_on_test_and_the_fair_protocol_carves_val(env):
     sel = selection(env, "tip_in", "TipAdapter", "imagenet")
     assert sel["tier"] == "test" and sel["split"]["beta"] == "val"
