@@ -427,8 +427,8 @@ def main(argv=None):
         return 1
     runs.sort(key=lambda r: (r.method(with_alpha=True), r.dataset or "", r.shots or 0, r.seed or 0, r.path))
     rows = [(r.method(with_alpha=True), r.dataset or "?", "-" if r.shots is None else str(r.shots),
-             "-" if r.seed is None else str(r.seed), f"{r.accuracy:.2f}", r.path) for r in runs]
-    head = ("method", "dataset", "shots", "seed", "accuracy", "path")
+             "-" if r.seed is None else str(r.seed), f"{r.accuracy:.2f}", r.selection, r.path) for r in runs]
+    head = ("method", "dataset", "shots", "seed", "accuracy", "selection", "path")
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head[:-1])]
     for row in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1])
