@@ -26,7 +26,12 @@ whose only log is log.txt and which has no results.json:
   * --base2new pairs every experiment under DIRECTORY/train_base with the same path under
     DIRECTORY/test_new (the base-to-new layout) and prints base, new and their harmonic mean, computed
     from the seed-averaged accuracies, plus the average over all pairs;
-  * the exit status is 1 when nothing could be parsed, 2 when DIRECTORY is not a folder.
+  * the exit status is 1 when nothing could be parsed, 2 when DIRECTORY is not a folder;
+  * every run's selection tier (what its hyperparameters, epoch or checkpoint were chosen on:
+    none, fewshot-val, full-val, test; "unknown" for runs without one in results.json) is read:
+    --table prints it as a last column ("mixed: ..." when seeds differ, with a note on stderr),
+    a folder whose seeds differ in tier gets that note too, and --selection keeps only the tiers
+    named (e.g. --selection none,fewshot-val for the fair comparison).
 """
 import argparse
 import os
@@ -39,6 +44,7 @@ import numpy as np
 
 from analysis.logs import (LOG_NAME, RESULTS_JSON, TEST_END_SIGNAL, TRAIN_END_SIGNAL, RunResult,  # noqa: F401
                            RunSkipped, end_signal, find_log, parse_log, parse_run)
+from analysis.runs import parse_selection
 
 _SEED_DIR = re.compile(r"^seed\d+$")
 
@@ -66,17 +72,21 @@ def compute_ci95(values):
     return 1.96 * np.std(values) / np.sqrt(len(values))
 
 
-def collect(directory, keyword="accuracy", test_log=False, ci95=False, from_log=False):
-    """Parse every non-hidden subfolder of `directory` as one run; plain files are ignored."""
+def collect(directory, keyword="accuracy", test_log=False, ci95=False, from_log=False, tiers=None):
+    """Parse every non-hidden subfolder of `directory` as one run; plain files are ignored.
+    `tiers`: keep only the runs selected at these tiers."""
     runs, skipped = [], []
     for name in listdir_nohidden(directory):
         run_dir = os.path.join(directory, name)
         if not os.path.isdir(run_dir):
             continue
         try:
-            runs.append(parse_run(run_dir, keyword, test_log, from_log))
+            found = parse_run(run_dir, keyword, test_log, from_log)
         except RunSkipped as e:
             skipped.append(f"skip {run_dir}: {e}")
+            continue
+        if tiers is None or found.selection in tiers:
+            runs.append(found)
     summary = Summary(directory=directory, keyword=keyword, runs=runs, skipped=skipped)
     if runs:
         values = [r.value for r in runs]
@@ -85,12 +95,21 @@ def collect(directory, keyword="accuracy", test_log=False, ci95=False, from_log=
     return summary
 
 
+def selection_cell(summary):
+    """The tier of an experiment's runs, or "mixed: a, b" when its seeds were selected differently."""
+    found = sorted({r.selection for r in summary.runs})
+    return found[0] if len(found) == 1 else "mixed: " + ", ".join(found)
+
+
 def _report_notes(summary, err):
     for line in summary.skipped:
         print(line, file=err)
     for run in summary.runs:
         for note in run.notes:
             print(f"note: {note}", file=err)
+    if summary.runs and selection_cell(summary).startswith("mixed"):
+        print(f"note: {summary.directory}: its runs were selected at different tiers "
+              f"({selection_cell(summary)[7:]}); their mean mixes them", file=err)
 
 
 def parse_function(directory, keyword="accuracy", test_log=False, ci95=False, from_log=False,
@@ -140,13 +159,14 @@ def find_experiments(root):
     return found
 
 
-def print_table(root, keyword="accuracy", test_log=False, ci95=False, from_log=False, out=None, err=None):
-    """One row (mean, spread, number of runs) per experiment under root; return the rows."""
+def print_table(root, keyword="accuracy", test_log=False, ci95=False, from_log=False, out=None, err=None,
+                tiers=None):
+    """One row (mean, spread, number of runs, selection tier) per experiment under root; return the rows."""
     out = out or sys.stdout
     err = err or sys.stderr
     summaries = []
     for exp in find_experiments(root):
-        summary = collect(exp, keyword, test_log, ci95, from_log)
+        summary = collect(exp, keyword, test_log, ci95, from_log, tiers)
         _report_notes(summary, err)
         if summary.runs:
             summaries.append(summary)
@@ -156,9 +176,9 @@ def print_table(root, keyword="accuracy", test_log=False, ci95=False, from_log=F
     spread_name = "ci95" if ci95 else "std"
     width = max(len("experiment"), *(len(n) for n in names))
     vwidth = max(len(keyword), 6)
-    print(f"{'experiment':<{width}}  {'n':>3}  {keyword:>{vwidth}}  {spread_name:>6}", file=out)
+    print(f"{'experiment':<{width}}  {'n':>3}  {keyword:>{vwidth}}  {spread_name:>6}  selection", file=out)
     for name, s in zip(names, summaries):
-        print(f"{name:<{width}}  {s.n:>3}  {s.mean:>{vwidth}.2f}  {s.spread:>6.2f}", file=out)
+        print(f"{name:<{width}}  {s.n:>3}  {s.mean:>{vwidth}.2f}  {s.spread:>6.2f}  {selection_cell(s)}", file=out)
     return summaries
 
 
@@ -240,7 +260,10 @@ def build_parser():
                       help="DIRECTORY holds train_base/ and test_new/ trees (the base-to-new layout): print base, "
                            "new and harmonic mean per experiment and on average")
     parser.add_argument("--keyword", default="accuracy", type=str,
-                        help="metric to parse: accuracy (default), error, macro_f1")
+                        help="metric to parse: accuracy (default), error, macro_f1, ece, classwise_ece, confidence")
+    parser.add_argument("--selection", metavar="TIERS",
+                        help="with --table: only runs selected at these tiers, comma-separated (none, fewshot-val, "
+                             "full-val, test, unknown)")
     parser.add_argument("--from-log", action="store_true",
                         help="use the values printed in the logs even where a results.json exists")
     return parser
@@ -267,7 +290,12 @@ def main(argv=None, out=None, err=None):
         return 0
 
     if args.table:
-        if not print_table(root, out=out, err=err, **opts):
+        try:
+            tiers = parse_selection(args.selection) if args.selection else None
+        except ValueError as e:
+            print(f"error: {e}", file=err)
+            return 2
+        if not print_table(root, out=out, err=err, tiers=tiers, **opts):
             out.flush()
             print(f"error: no experiment with results found under {root}"
                   + ("" if args.test_log else " (for evaluation-only runs add --test-log)"), file=err)

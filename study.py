@@ -56,6 +56,8 @@ def build_parser():
     sp = sub.add_parser("table", help="comparison table over the finished runs (markdown and CSV)")
     common(sp)
     sp.add_argument("--csv", help="write the CSV here ('-': print it) instead of <output>/.study/<name>/table.csv")
+    sp.add_argument("--selection", metavar="TIERS", help="only runs selected at these tiers, e.g. none,fewshot-val")
+    sp.add_argument("--metric", default="accuracy", help="accuracy (default), macro_f1, ece, classwise_ece, confidence, nll")
     return p
 
 
@@ -161,8 +163,15 @@ def cmd_table(study, args):
     from studies.plan import plan_study
     from analysis.study_table import CSV_FIELDS, study_table
 
+    from analysis.runs import parse_selection
+
     runs, _ = plan_study(study)
-    text, rows, finished, expected = study_table(study, runs)
+    try:
+        tiers = parse_selection(args.selection) if args.selection else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text, rows, finished, expected = study_table(study, runs, tiers, args.metric)
     print(f"Study {study.name} ({study.protocol}): {finished} of {expected} runs finished\n")
     print(text)
     csv_path = args.csv or os.path.join(study.state_dir, "table.csv")

@@ -18,8 +18,9 @@ import torch
 from engine import checkpoint, interrupt
 from engine.config import get_cfg_all_trainers, merge_file, merge_opts
 from engine.describe import declared
-from engine.errors import UserError
+from engine.errors import ConfigError, UserError
 from engine.io import tee_stdout
+from engine.recipes import RecipeError, selection_opts
 from engine.registry import TRAINER_REGISTRY
 from engine.run_guard import check_fingerprint
 from engine.run_lock import run_lock
@@ -146,6 +147,13 @@ def setup_cfg(args):
         if value != "none":
             merge_opts(cfg, [need.key, value])
     merge_opts(cfg, args.opts)
+    if cfg.SELECTION.PROTOCOL:  # the method's overrides for it, under the command line's own
+        try:
+            protocol = selection_opts(cfg.TRAINER.NAME, cfg.SELECTION.PROTOCOL)
+        except RecipeError as e:
+            raise ConfigError(str(e)) from None
+        merge_opts(cfg, protocol)
+        merge_opts(cfg, args.opts)
     cfg.freeze()
     return cfg
 

@@ -15,6 +15,13 @@ dashed horizontal line.
 The average over datasets of a method at K shots is drawn only when the method has K-shot
 results on every dataset of the figure: it is the mean of the per-dataset means, and its error
 bar is the std over seeds of the per-seed averages, over the seeds that every dataset has.
+
+Every row carries the selection tier its runs recorded (engine.selection: none, fewshot-val,
+full-val, test, or unknown for runs written before tiers were recorded): runs of one method at
+different tiers are separate rows, never averaged together, and the average over datasets is
+drawn only where a method has one tier on every dataset. Rows selected on test are oracles:
+drawn dotted, "(oracle)" in the legend. --selection keeps only the tiers named;
+--metric draws another recorded metric (ece, classwise_ece, nll, confidence, macro_f1).
 """
 import argparse
 import ast
@@ -31,10 +38,12 @@ from engine.recipes import REPO, RecipeError, recipe
 from engine.record import RESULT_NEUTRAL_KEYS, flatten
 
 from .output import new_figure, save_figure, write_csv
-from .runs import DATASET_NAMES, display_name, find_runs, zero_shot_accuracies
+from engine.selection import UNKNOWN
+
+from .runs import DATASET_NAMES, display_name, find_runs, parse_selection, zero_shot_accuracies
 
 AVERAGE = "average"
-CSV_FIELDS = ["dataset", "method", "shots", "n", "mean", "std", "seeds"]
+CSV_FIELDS = ["dataset", "method", "selection", "shots", "n", "mean", "std", "seeds"]
 
 
 class AnalysisError(Exception):
@@ -145,35 +154,42 @@ def variant_labels(runs, label):
     return out
 
 
-def curve_table(runs, with_alpha=False, methods=None, label=None):
-    """One row per (dataset, method, shots) over few_shot_runs(runs): n, mean, std over seeds;
-    `values` maps seed -> accuracy. `label(run)` names the method (default: its table label).
-    A seed found twice in a row (the same setting run twice, e.g. into two folders) counts once,
-    from the run whose folder sorts first; a note names the other."""
+def select_runs(runs, tiers):
+    """The runs whose selection tier is in `tiers` (None: all)."""
+    return [r for r in runs if tiers is None or r.selection in tiers]
+
+
+def curve_table(runs, with_alpha=False, methods=None, label=None, metric="accuracy"):
+    """One row per (dataset, method, selection tier, shots) over few_shot_runs(runs): n, mean, std
+    over seeds of `metric`; `values` maps seed -> value; runs that did not record `metric` are left
+    out. `label(run)` names the method (default: its table label). A seed found twice in a row
+    (the same setting run twice, e.g. into two folders) counts once, from the run whose folder
+    sorts first; a note names the other."""
     groups = defaultdict(dict)
-    runs = sorted(few_shot_runs(runs), key=lambda r: r.path)
+    runs = sorted((r for r in few_shot_runs(runs) if r.value(metric) is not None), key=lambda r: r.path)
     labels = variant_labels(runs, label or (lambda r: r.method(with_alpha)))
     for run in runs:
         method = labels[run.path]
         if methods and method not in methods:
             continue
-        key = (run.dataset, method, run.shots)
+        key = (run.dataset, method, run.selection, run.shots)
         seed = run.seed if run.seed is not None else run.path
         if seed in groups[key]:
             kept, kept_path = groups[key][seed]
-            same = "the same accuracy" if kept == run.accuracy else f"{kept:.2f}% there, {run.accuracy:.2f}% here"
+            value = run.value(metric)
+            same = "the same value" if kept == value else f"{kept:.2f} there, {value:.2f} here"
             print(f"note: {run.path} left out: seed {seed} of {run.dataset} / {method} / {run.shots} shots "
                   f"is already counted from {kept_path} ({same}; one run per seed)", file=sys.stderr)
             continue
-        groups[key][seed] = (run.accuracy, run.path)
+        groups[key][seed] = (run.value(metric), run.path)
     rows = []
-    for (dataset, method, shots), by_seed in groups.items():
+    for (dataset, method, tier, shots), by_seed in groups.items():
         values = {seed: acc for seed, (acc, _) in by_seed.items()}
         accs = list(values.values())
-        rows.append({"dataset": dataset, "method": method, "shots": shots, "n": len(accs),
+        rows.append({"dataset": dataset, "method": method, "selection": tier, "shots": shots, "n": len(accs),
                      "mean": float(np.mean(accs)), "std": float(np.std(accs)),
                      "seeds": " ".join(str(s) for s in sorted(values, key=str)), "values": values})
-    return sorted(rows, key=lambda r: (dataset_order(r["dataset"]), r["method"], r["shots"]))
+    return sorted(rows, key=lambda r: (dataset_order(r["dataset"]), r["method"], r["selection"], r["shots"]))
 
 
 def dataset_order(stem):
@@ -182,15 +198,26 @@ def dataset_order(stem):
 
 
 def average_table(rows, datasets, warn=True):
-    """Rows with dataset "average" for each (method, shots) that covers every dataset in `datasets`."""
+    """Rows with dataset "average" for each (method, selection tier, shots) that covers every
+    dataset in `datasets`: a method whose datasets were selected at different tiers gets no
+    average (said on stderr even without `warn`: tiers are never averaged together)."""
     by = defaultdict(dict)
+    tiers = defaultdict(dict)
     for row in rows:
-        by[(row["method"], row["shots"])][row["dataset"]] = row
+        by[(row["method"], row.get("selection", UNKNOWN), row["shots"])][row["dataset"]] = row
+        tiers[(row["method"], row["shots"])].setdefault(row.get("selection", UNKNOWN), []).append(row["dataset"])
     out = []
-    for (method, shots), per_dataset in sorted(by.items()):
+    for (method, tier, shots), per_dataset in sorted(by.items()):
         missing = [d for d in datasets if d not in per_dataset]
         if missing:
-            if warn:
+            mixed = tiers[(method, shots)]
+            if len(mixed) > 1 and all(any(d in v for v in mixed.values()) for d in datasets):
+                if tier == min(mixed):  # once per method and shots
+                    print(f"note: no average for {method} at {shots} shots: its datasets were selected at "
+                          f"different tiers (" + "; ".join(f"{t}: {', '.join(sorted(ds))}"
+                                                           for t, ds in sorted(mixed.items())) + ")",
+                          file=sys.stderr)
+            elif warn:
                 print(f"note: no average for {method} at {shots} shots: missing {', '.join(missing)}",
                       file=sys.stderr)
             continue
@@ -198,7 +225,7 @@ def average_table(rows, datasets, warn=True):
         common = set.intersection(*(set(p["values"]) for p in parts))
         per_seed = {s: float(np.mean([p["values"][s] for p in parts])) for s in common}
         std = float(np.std(list(per_seed.values()))) if per_seed else float("nan")
-        out.append({"dataset": AVERAGE, "method": method, "shots": shots, "n": len(per_seed),
+        out.append({"dataset": AVERAGE, "method": method, "selection": tier, "shots": shots, "n": len(per_seed),
                     "mean": float(np.mean([p["mean"] for p in parts])), "std": std,
                     "seeds": " ".join(str(s) for s in sorted(per_seed, key=str)), "values": per_seed})
     return out
@@ -213,13 +240,22 @@ def resolve_dataset(name, available):
     raise AnalysisError(f"no few-shot runs of dataset '{name}'; found: {', '.join(available) or 'none'}")
 
 
-def _panel(ax, title, rows, colors, zero_shot=None):
-    for method in sorted({r["method"] for r in rows}):
-        pts = sorted((r["shots"], r["mean"], r["std"]) for r in rows if r["method"] == method)
+def legend_label(method, tier):
+    """A curve's legend entry: the method, its tier when not "none", "(oracle)" when chosen on test."""
+    if tier == "test":
+        return f"{method} (oracle: selected on test)"
+    return method if tier in ("none", None) else f"{method} [{tier}]"
+
+
+def _panel(ax, title, rows, colors, zero_shot=None, metric="accuracy"):
+    for method, tier in sorted({(r["method"], r.get("selection")) for r in rows}, key=str):
+        pts = sorted((r["shots"], r["mean"], r["std"]) for r in rows
+                     if r["method"] == method and r.get("selection") == tier)
         xs, ys, es = zip(*pts)
         es = [0.0 if math.isnan(e) else e for e in es]
-        ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, linewidth=1.5,
-                    color=colors[method], label=method)
+        oracle = tier == "test"
+        ax.errorbar(xs, ys, yerr=es, marker="x" if oracle else "o", markersize=4, capsize=3, linewidth=1.5,
+                    linestyle=":" if oracle else "-", color=colors[method], label=legend_label(method, tier))
     if zero_shot is not None:
         trainer, acc = zero_shot
         ax.axhline(acc, linestyle="--", linewidth=1, color="0.35", label=f"Zero-shot CLIP ({trainer})")
@@ -233,11 +269,11 @@ def _panel(ax, title, rows, colors, zero_shot=None):
     ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("shots per class")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{metric} (nats)" if metric == "nll" else f"{metric} (%)")
     ax.grid(True, alpha=0.3)
 
 
-def plot(panels, path, methods):
+def plot(panels, path, methods, metric="accuracy"):
     """panels: [(title, rows, zero_shot or None)]; one color per method across panels."""
     cmap = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink",
             "tab:olive", "tab:cyan", "tab:gray"]
@@ -248,7 +284,7 @@ def plot(panels, path, methods):
     fig = new_figure(4.0 * ncols, 3.4 * nrows + (0.6 if n > 1 else 0))
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
     for ax, (title, rows, zs) in zip(axes, panels):
-        _panel(ax, title, rows, colors, zs)
+        _panel(ax, title, rows, colors, zs, metric)
     if n == 1:
         axes[0].legend(fontsize=8, loc="lower right")
     else:
@@ -277,18 +313,27 @@ def build_parser():
     p.add_argument("--by-alpha", action="store_true", help="one line per residual scale as well")
     p.add_argument("--method", action="append", metavar="LABEL",
                    help="only this method label (repeatable), as the figure's legend shows it")
+    add_selection_args(p)
     return p
+
+
+def add_selection_args(p):
+    p.add_argument("--selection", metavar="TIERS",
+                   help="only runs selected at these tiers, comma-separated (none, fewshot-val, full-val, test, "
+                        "unknown); e.g. none,fewshot-val for the fair comparison")
+    p.add_argument("--metric", default="accuracy",
+                   help="the recorded metric shown: accuracy (default), macro_f1, ece, classwise_ece, confidence, nll")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        runs = find_runs(args.roots)
-        rows = curve_table(runs, args.by_alpha, args.method)
+        runs = select_runs(find_runs(args.roots), parse_selection(args.selection) if args.selection else None)
+        rows = curve_table(runs, args.by_alpha, args.method, args.metric)
         if not rows:
             raise AnalysisError("no few-shot runs found under " + ", ".join(args.roots))
         datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
-        zero_shot = zero_shot_accuracies(runs)
+        zero_shot = zero_shot_accuracies(runs) if args.metric == "accuracy" else {}
         panels, table = [], []
         if args.dataset.lower() not in ("all", AVERAGE):
             stem = resolve_dataset(args.dataset, datasets)
@@ -311,14 +356,14 @@ def main(argv=None):
                     table += avg
                 elif args.dataset.lower() == AVERAGE:
                     raise AnalysisError("no method has results on every dataset at any shot count")
-    except (AnalysisError, FileNotFoundError) as e:
+    except (AnalysisError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    plot(panels, args.out, {r["method"] for r in table})
+    plot(panels, args.out, {r["method"] for r in table}, args.metric)
     if args.csv:
         write_csv(table, CSV_FIELDS, args.csv)
     for row in table:
-        print(f"{row['dataset']:<16} {row['method']:<28} {row['shots']:>3} shots  "
+        print(f"{row['dataset']:<16} {row['method']:<28} {row['selection']:<12} {row['shots']:>3} shots  "
               f"{row['mean']:6.2f} +- {row['std']:5.2f}  (n={row['n']})")
     print(f"Wrote {args.out}" + (f" and {args.csv}" if args.csv else ""))
     return 0

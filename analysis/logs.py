@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from engine.layout import LOG_NAME, RESULTS_FILE, TEST_END_SIGNAL, TRAIN_END_SIGNAL, find_log  # noqa: F401
+from engine.selection import tier_of
 
 RESULTS_JSON = RESULTS_FILE
 
@@ -26,6 +27,7 @@ class RunResult:
     value: float
     log: str
     notes: List[str] = field(default_factory=list)
+    selection: str = "unknown"  # the selection tier its results.json records (engine.selection)
 
 
 def end_signal(test_log=False):
@@ -65,20 +67,23 @@ def _printed_tolerance(text):
     return 0.5 * 10.0 ** (-decimals) * scale + 1e-9
 
 
-def read_results_json(run_dir, keyword):
-    """Return (value or None, note or None) from run_dir/results.json."""
+def read_results_json(run_dir, keyword, with_tier=False):
+    """Return (value or None, note or None) from run_dir/results.json; with_tier: (value, note,
+    selection tier) (engine.selection.tier_of: "unknown" without a results.json)."""
     path = os.path.join(run_dir, RESULTS_JSON)
-    if not os.path.isfile(path):
-        return None, None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        return None, f"cannot read {path} ({e}); using the log value"
-    value = data.get(keyword) if isinstance(data, dict) else None
+    data = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            return (None, f"cannot read {path} ({e}); using the log value") + (("unknown",) if with_tier else ())
+    data = data if isinstance(data, dict) else {}
+    tier = (tier_of(data),) if with_tier else ()
+    value = data.get(keyword)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, None
-    return float(value), None
+        return (None, None) + tier
+    return (float(value), None) + tier
 
 
 def parse_run(run_dir, keyword="accuracy", test_log=False, from_log=False):
@@ -99,7 +104,7 @@ def parse_run(run_dir, keyword="accuracy", test_log=False, from_log=False):
     result = RunResult(run_dir=run_dir, source=log, value=value, log=log)
     if from_log:
         return result
-    precise, note = read_results_json(run_dir, keyword)
+    precise, note, result.selection = read_results_json(run_dir, keyword, with_tier=True)
     if note:
         result.notes.append(note)
     if precise is None:

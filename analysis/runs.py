@@ -35,6 +35,7 @@ from engine.describe import method as registered_method
 from engine.describe import methods as registered_methods
 from engine.errors import UserError
 from engine.layout import RESULTS_FILE, has_log
+from engine.selection import TIERS, UNKNOWN, tier_of
 
 from .logs import TEST_END_SIGNAL, find_log, parse_log
 
@@ -103,6 +104,19 @@ class Run:
         return cls is not None and bool(cls.evaluation_only)
 
     @property
+    def selection(self):
+        """The selection tier (engine.selection) the run recorded; "unknown" for runs written
+        before tiers were recorded (zero-shot runs choose nothing, so they are "none")."""
+        tier = tier_of(self.results)
+        return "none" if tier == UNKNOWN and self.is_zero_shot else tier
+
+    def value(self, metric="accuracy"):
+        """The run's `metric` in results.json (accuracy also from the log); None when not recorded."""
+        if metric == "accuracy":
+            return self.accuracy
+        return _number(self.results.get(metric))
+
+    @property
     def is_product(self):
         """A producer's run: it makes another method's input, not a result of its own."""
         cls = _facts(self.trainer)
@@ -132,6 +146,15 @@ def backbone_suffix(backbone):
     if not backbone or backbone == "RN50":
         return ""
     return f" [{os.path.basename(backbone) if os.sep in backbone else backbone}]"
+
+
+def parse_selection(text):
+    """--selection "none,fewshot-val" -> the set of tiers; an unknown name raises ValueError."""
+    wanted = {t.strip() for t in text.split(",") if t.strip()}
+    bad = wanted - set(TIERS) - {UNKNOWN}
+    if bad:
+        raise ValueError(f"unknown selection tier {', '.join(sorted(bad))}; choose from {', '.join(TIERS + (UNKNOWN,))}")
+    return wanted
 
 
 def dataset_stem(name):
@@ -431,8 +454,8 @@ def main(argv=None):
         return 1
     runs.sort(key=lambda r: (r.method(with_alpha=True), r.dataset or "", r.shots or 0, r.seed or 0, r.path))
     rows = [(r.method(with_alpha=True), r.dataset or "?", "-" if r.shots is None else str(r.shots),
-             "-" if r.seed is None else str(r.seed), f"{r.accuracy:.2f}", r.path) for r in runs]
-    head = ("method", "dataset", "shots", "seed", "accuracy", "path")
+             "-" if r.seed is None else str(r.seed), f"{r.accuracy:.2f}", r.selection, r.path) for r in runs]
+    head = ("method", "dataset", "shots", "seed", "accuracy", "selection", "path")
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head[:-1])]
     for row in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1])

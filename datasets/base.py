@@ -16,7 +16,7 @@ from collections import defaultdict
 from engine.errors import ConfigError, DatasetError
 
 from . import records
-from .fewshot import fewshot_cache_path, load_or_sample_fewshot
+from .fewshot import carve_val, fewshot_cache_path, load_or_sample_fewshot
 from .records import (  # noqa: F401  (re-exported: dataset files and Dassl's shim import them from here)
     Datum, items_from_json, items_to_json, listdir_nohidden, missing_files, read_json, read_split, save_split,
     split_dataset_by_label, to_relpath, write_json_atomic,
@@ -219,6 +219,7 @@ class LocalDataset(DatasetBase):
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         self.path_prefix = self.image_dir
         self.split_cache_dir = cfg.DATASET.get("SPLIT_CACHE_DIR", "")
+        self.val_from_train = bool(cfg.DATASET.get("VAL_FROM_TRAIN", False))
 
     def require_dirs(self, *paths):
         for path in paths:
@@ -250,10 +251,14 @@ class LocalDataset(DatasetBase):
         """(train, val) cut to `num_shots` per class, from the cache for (num_shots, seed) or
         drawn with the global `random` (seeded by the caller) and cached. val is passed through
         untouched when the dataset draws no few-shot val."""
+        pool = train
         train, fs_val = load_or_sample_fewshot(
             train, val if self.fewshot_val else None, num_shots=num_shots,
             cache_path=self.fewshot_cache_path(num_shots, seed), path_prefix=self.path_prefix,
             name=type(self).__name__, dataset_dir=self.dataset_dir)
+        if self.val_from_train:  # after CoOp's draws, which it leaves as they are
+            print("DATASET.VAL_FROM_TRAIN: the validation split is min(K, 4) per class of the other training images")
+            return train, carve_val(pool, train, num_shots, seed)
         return train, (fs_val if self.fewshot_val else val)
 
     def error(self, problem):

@@ -54,6 +54,22 @@ def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
     return output[0] if len(output) == 1 else output
 
 
+def carve_val(pool, train, num_shots, seed):
+    """DATASET.VAL_FROM_TRAIN: a few-shot validation split of min(K, 4) images per class drawn
+    from the training images that are not in the few-shot training set `train`, so that choices
+    made on it never see a test image (ImageNet's own val is its test set). Drawn with its own
+    generator seeded by `seed` over path-sorted candidates: the global `random` stream, and so the
+    reference's draws, stay untouched."""
+    taken = {d.impath for d in train}
+    rng = random.Random(f"val-from-train-{seed}")
+    k = min(int(num_shots), MAX_VAL_SHOTS)
+    val = []
+    for items in split_dataset_by_label(pool).values():
+        rest = sorted((d for d in items if d.impath not in taken), key=lambda d: d.impath)
+        val.extend(rng.sample(rest, min(k, len(rest))))
+    return val
+
+
 def fewshot_cache_path(dataset_dir, num_shots, seed):
     return os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.json")
 

@@ -147,7 +147,7 @@ class ImageNetFamily(LocalDataset):
         return [Datum(impath=p, label=label, classname=names[label])
                 for label in sorted(groups) for p in groups[label]]
 
-    def finish(self, cfg, train, test, names, class_indices_1k, val_is_test=False):
+    def finish(self, cfg, train, test, names, class_indices_1k, val_is_test=False, val=None):
         """Subsample over the full class list, build the splits (val = test for ImageNet, none for
         the evaluation-only variants) and set `class_indices_1k`: per label, the row of the
         ImageNet classifier (all classes of the same classnames.txt) it corresponds to; None when
@@ -156,9 +156,11 @@ class ImageNetFamily(LocalDataset):
         subsample = cfg.DATASET.SUBSAMPLE_CLASSES
         if subsample != "all":
             keep = subsample_labels(range(len(names)), subsample)
-            train, test = subsample_classes(train, test, subsample=subsample, labels=range(len(names)))
+            train, test, val = subsample_classes(train, test, val, subsample=subsample, labels=range(len(names)))
             names, rows = [names[y] for y in keep], [rows[y] for y in keep]
-        super().__init__(train_x=train, val=test if val_is_test else None, test=test, classnames=names)
+        if val is None and val_is_test:
+            val = test
+        super().__init__(train_x=train, val=val, test=test, classnames=names)
         self.class_indices_1k = None if class_indices_1k is None and subsample == "all" else rows
 
 
@@ -197,6 +199,7 @@ class ImageNet(ImageNetFamily):
         self.report_missing(train_groups, names, train_dir)
 
         train, test = self.to_items(train_groups, names), self.to_items(val_groups, names)
+        val = None  # val is test (CoOp), unless DATASET.VAL_FROM_TRAIN carves one from train
         if cfg.DATASET.NUM_SHOTS >= 1:
-            train, _ = self.select_fewshot(train, None, cfg.DATASET.NUM_SHOTS, cfg.SEED)
-        self.finish(cfg, train, test, names, None, val_is_test=True)
+            train, val = self.select_fewshot(train, None, cfg.DATASET.NUM_SHOTS, cfg.SEED)
+        self.finish(cfg, train, test, names, None, val_is_test=True, val=val)

@@ -22,6 +22,7 @@ import torch
 from . import checkpoint as ckpt
 from .classes import remap_class_rows
 from .errors import UserError
+from .record import plain
 
 FIT_FILE = "model-fit.pth.tar"  # closed-form methods: the fitted model (no epochs)
 BEST_FILE = "model-best.pth.tar"
@@ -117,6 +118,9 @@ class Checkpointing:
             # Which classes the per-class rows belong to (base-to-new evaluation).
             "classnames": list(self.dm.classnames),
         }
+        if getattr(self, "selection", None) is not None:
+            # What the run chose on data so far (engine.selection): a run loading this inherits it.
+            state["selection"] = plain(self.selection.summary())  # plain values: weights_only loading
         if self.grad_scaler is not None:
             state["scaler"] = self.grad_scaler.state_dict()
         state.update(self.checkpoint_extras(name))
@@ -258,6 +262,8 @@ class Checkpointing:
             trained = state["classnames"]
         self.check_loaded(name, state)
         self._check_class_overlap(name, state_dict, trained, path)
+        if getattr(self, "selection", None) is not None:
+            self.selection.inherit(state.get("selection"))
         state_dict = self._remap_classes(module, state_dict, trained)
         state_dict = self.adapt_loaded_state(name, state_dict)
         if announce:

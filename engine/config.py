@@ -57,6 +57,9 @@ def _merge_mappings(base, override):
     return out
 
 
+SELECTION_PROTOCOLS = ("", "none", "fewshot-val", "full-val", "test")  # "" and engine.selection.TIERS
+
+
 def get_cfg_default():
     c = CN()
     c.VERSION = 1
@@ -106,6 +109,10 @@ def get_cfg_default():
     # Not in Dassl: where few-shot subsets are cached; "" = beside the data (CoOp's
     # split_fewshot/), or a per-user cache when the dataset folder is read-only.
     c.DATASET.SPLIT_CACHE_DIR = ""
+    # Not in CoOp: a few-shot validation split (min(K, 4) per class) carved from the training
+    # images outside the few-shot set, for choices that must not see test (ImageNet's val is its
+    # test split). False = CoOp's val (the dataset's own val split at min(K, 4) per class).
+    c.DATASET.VAL_FROM_TRAIN = False
 
     c.DATALOADER = CN()
     c.DATALOADER.NUM_WORKERS = 4
@@ -191,6 +198,16 @@ def get_cfg_default():
     c.TEST.NO_TEST = False
     c.TEST.SPLIT = "test"
     c.TEST.FINAL_MODEL = "last_step"
+    # Not in Dassl: SaLS post-hoc calibration (engine.calibration): each sample's logits mapped
+    # into the range of its zero-shot CLIP logits at evaluation; accuracy unchanged.
+    c.TEST.SALS = False
+
+    # Not in Dassl: which selection protocol a run asks for (engine.selection): "" = the method's
+    # own recipe; "none", "fewshot-val" or "test" apply the overrides the method's
+    # configs/trainers/<Name>/_selection.yaml lists for it (engine.recipes.selection_opts). The
+    # tier a run reports is still derived from what it did, and checked against this.
+    c.SELECTION = CN()
+    c.SELECTION.PROTOCOL = ""
 
     # Where image features come from for trainers that consume features (engine/features.py).
     c.FEATURES = CN()
@@ -265,6 +282,9 @@ def check_cfg(cfg):
         raise ConfigError(f"TRAIN.GRAD_ACCUM_STEPS must be >= 1, got {cfg.TRAIN.GRAD_ACCUM_STEPS}")
     if cfg.FEATURES.MODE not in ("online", "cached"):
         raise ConfigError(f"FEATURES.MODE must be 'online' or 'cached', got {cfg.FEATURES.MODE!r}")
+    if cfg.SELECTION.PROTOCOL not in SELECTION_PROTOCOLS:
+        raise ConfigError(f"SELECTION.PROTOCOL must be one of {', '.join(repr(p) for p in SELECTION_PROTOCOLS)}, "
+                          f"got {cfg.SELECTION.PROTOCOL!r}")
     if cfg.TEST.FINAL_MODEL not in ("last_step", "best_val"):
         raise ConfigError(f"TEST.FINAL_MODEL must be 'last_step' or 'best_val', got {cfg.TEST.FINAL_MODEL!r}")
     if cfg.FEATURES.IMAGE_ENCODER_PREC not in ("", "fp16", "fp32"):

@@ -55,6 +55,7 @@ class DataManager:
         self.tfm_train = build_transform(cfg, is_train=True)
         self.tfm_test = build_transform(cfg, is_train=False)
         self.device = device
+        self.on_read = None  # called with a split's name whenever its images are read (Trainer notes it)
         self.num_classes = dataset.num_classes
         self.lab2cname = dataset.lab2cname
         self.classnames = dataset.classnames
@@ -96,7 +97,8 @@ class DataManager:
     def selection_tier(self, split):
         """The selection tier (engine.selection) of a choice made on `split`: the few-shot training
         images and a validation split sampled at few shots are "fewshot-val", a whole validation
-        split "full-val", test images "test" (so is ImageNet's val, which is its test set)."""
+        split "full-val", test images "test" (so is ImageNet's val, which is its test set, unless
+        DATASET.VAL_FROM_TRAIN carves a few-shot val from its training images)."""
         val = self.dataset.val
         if split == "test" or (split == "val" and val and val is self.dataset.test):
             return "test"
@@ -109,10 +111,17 @@ class DataManager:
     def split(self, name):
         return {"train": self.dataset.train_x, "val": self.dataset.val or [], "test": self.dataset.test}[name]
 
+    def read(self, name):
+        """The items of split `name` for encoding or evaluation: every read of images by a feature
+        source goes through here, so that the run can note what it looked at (on_read)."""
+        if self.on_read is not None:
+            self.on_read(name)
+        return self.split(name)
+
     def train_loader(self):
         return make_loader(self.dataset.train_x, self.tfm_train, self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
                            train=True, cfg=self.cfg, device=self.device)
 
     def eval_loader(self, split):
-        return make_loader(self.split(split), self.tfm_test, self.cfg.DATALOADER.TEST.BATCH_SIZE,
+        return make_loader(self.read(split), self.tfm_test, self.cfg.DATALOADER.TEST.BATCH_SIZE,
                            train=False, cfg=self.cfg, device=self.device)

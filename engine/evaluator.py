@@ -3,7 +3,9 @@
 Numbers match Dassl's `Classification` evaluator: accuracy and error in %, macro-F1 over the
 labels present in the ground truth (a label never predicted counts with F1 0), optional
 per-class accuracy. The log keeps Dassl's one-decimal lines for tools that parse them;
-`results.json` keeps full precision.
+`results.json` keeps full precision. Calibration (ECE, class-wise ECE, mean confidence, NLL:
+engine.calibration) is reported with every evaluation, in results.json and in lines after
+Dassl's (so tools that parse the block read the same lines as before).
 """
 from collections import OrderedDict
 
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .calibration import CalibrationMeter, result_lines
 
 
 def macro_f1(y_true, y_pred):
@@ -34,12 +37,14 @@ class Classification:
     def reset(self):
         self._true, self._pred = [], []
         self._nonfinite = 0
+        self.calibration = CalibrationMeter()
 
     def process(self, logits, labels):
         # argmax of a NaN row is an arbitrary class: such a score would look like a poor model.
         self._nonfinite += int((~torch.isfinite(logits)).any(1).sum())
         self._pred.append(logits.argmax(1).cpu())
         self._true.append(labels.cpu())
+        self.calibration.update(logits, labels)
 
     def evaluate(self):
         y_true = torch.cat(self._true).numpy() if self._true else np.zeros(0, int)
@@ -54,6 +59,8 @@ class Classification:
         res = OrderedDict(accuracy=acc, error_rate=100.0 - acc, macro_f1=macro_f1(y_true, y_pred))
         lines = ["=> result", f"* total: {total:,}", f"* correct: {correct:,}",
                  f"* accuracy: {acc:.1f}%", f"* error: {100.0 - acc:.1f}%", f"* macro_f1: {res['macro_f1']:.1f}%"]
+        calibration = self.calibration.result()
+        lines += result_lines(calibration)
         per_class = []
         if self.per_class:
             lines.append("=> per-class result")
@@ -68,7 +75,7 @@ class Classification:
             lines.append(f"* average: {res['perclass_accuracy']:.1f}%")
         print("\n".join(lines))
         self.summary = {"total": total, "correct": correct, "accuracy": acc, "error": 100.0 - acc,
-                        "macro_f1": res["macro_f1"]}
+                        "macro_f1": res["macro_f1"], **calibration}
         if per_class:
             self.summary["perclass_accuracy"] = res["perclass_accuracy"]
             self.summary["per_class"] = per_class

@@ -67,7 +67,7 @@ class EncoderStats:
 
 
 def _split_items(dm, split):
-    return dm.dataset.train_x if split in ("train", "train_x") else dm.split(split)
+    return dm.dataset.train_x if split in ("train", "train_x") else dm.read(split)
 
 
 # Part of a stored view's identity: changing how views are seeded must not reuse old features.
@@ -295,7 +295,7 @@ class CachedSource:
 
     def _eval_split(self, split):
         if split not in self._eval:
-            items = self.dm.split(split)
+            items = self.dm.read(split)
             feats = self._features(items, [0], train=False, split=split).float().to(self.device)
             labels = torch.tensor([d.label for d in items], device=self.device)
             self._eval[split] = (feats, labels)

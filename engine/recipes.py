@@ -115,6 +115,27 @@ def _from_rules(entry, folder, stem, shots, path):
     return Recipe(_shown(config), opts)
 
 
+SELECTION_FILE = "_selection.yaml"
+
+
+def selection_opts(method, protocol, folder=None):
+    """[KEY, value, ...]: the overrides that make `method` select by `protocol` (SELECTION.PROTOCOL),
+    from its folder's _selection.yaml ({protocol: {KEY: value}}). A method without that file
+    chooses nothing on data, so every protocol is its recipe as it is; a file without the
+    protocol is a RecipeError naming the ones it has."""
+    if not protocol:
+        return []
+    path = os.path.join(folder or method_folder(method), SELECTION_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        table = yaml.safe_load(f) or {}
+    if protocol not in table:
+        raise RecipeError(f"{method} has no {protocol!r} selection protocol: {_shown(path)} lists "
+                          f"{', '.join(sorted(table)) or 'none'}")
+    return [str(t) for k, v in (table[protocol] or {}).items() for t in (k, v)]
+
+
 def method_folder(method):
     """configs/trainers/<method>/, or, for a method without a folder of its own, the folder its
     class's `config_folder` names. A folder of its own is found without importing any method

@@ -129,3 +129,9 @@ def plain(value):
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return value.item()
     return value
+
+
+def template_kind(templates):
+    """How a zero-shot classifier was prompted: "single" (one hand-written template) or
+    "ensemble-N" (the mean of N templates' features), as results.json records it."""
+    return "single" if len(templates) == 1 else f"ensemble-{len(templates)}"

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 import clip
 
+from . import calibration
 from . import checkpoint as ckpt
 from . import precision
 from . import record
@@ -70,7 +71,7 @@ from .io import save_json
 from .models import load_clip_model
 from .optim import build_optimizer
 from .precision import PRECISIONS  # noqa: F401  (re-exported)
-from .selection import Selection
+from .selection import Selection, meets as selection_meets
 from .schedule import EpochScheduler
 
 
@@ -141,6 +142,9 @@ class Trainer(Checkpointing, MethodFacts):
         """Config checks, device, precision, the model registry and the run record."""
         check_common_cfg(cfg)
         self.check_cfg(cfg)
+        if cfg.TEST.SALS and self.consumes != "features" and type(self).zero_shot_logits is Trainer.zero_shot_logits:
+            raise UserError(f"TEST.SALS needs zero-shot logits, which {type(self).__name__} does not provide "
+                            f"(it consumes pixels); set TEST.SALS False")
         self.cfg = cfg
         self.model_cache = models
         self.device = select_device(cfg)
@@ -159,6 +163,12 @@ class Trainer(Checkpointing, MethodFacts):
 
     def build_data(self):
         self.dm = DataManager(self.cfg, self.device)
+        self.dm.on_read = self._note_read
+
+    def _note_read(self, split):
+        """A split's images were read: outside the final evaluation, that may have informed a choice."""
+        if split != "train" and not getattr(self, "_final_evaluation", False):
+            self.selection.read(split, self.dm.selection_tier(split))
 
     def build_source(self):
         """The feature source: image features (cached or encoded online), or pixels."""
@@ -202,6 +212,23 @@ class Trainer(Checkpointing, MethodFacts):
         """Record a choice made on data (a hyperparameter, an epoch): `split` is the split it was
         chosen on ("train", "val" or "test"); its tier comes from what that split holds here."""
         self.selection.chose(key, value, split, self.dm.selection_tier(split))
+
+    def zero_shot_logits(self, features):
+        """Zero-shot CLIP's logits for a batch of image features (TEST.SALS): CLIP's logit scale
+        times the cosine to the dataset's single hand-written prompt per class. A method that
+        consumes pixels overrides this (the engine cannot tell its encoder from CLIP's)."""
+        if getattr(self, "clip_model", None) is None:
+            raise UserError(f"TEST.SALS needs zero-shot logits, which {type(self).__name__} does not provide "
+                            f"(it loaded no CLIP); set TEST.SALS False")
+        if getattr(self, "_zero_shot", None) is None:
+            from datasets import info
+            template = info(self.cfg.DATASET.NAME).template
+            weights = calibration.zero_shot_classifier(self.clip_model, self.dm.classnames, template)
+            self._zero_shot = (weights.to(self.device), float(self.clip_model.logit_scale.exp()))
+            self.record.update(sals=True, sals_template=template)
+        weights, scale = self._zero_shot
+        features = features.float()
+        return scale * (features / features.norm(dim=-1, keepdim=True)) @ weights.t()
 
     def run_extras(self):
         """Hook: plain values describing this run's method (alpha, base, ...) for results.json."""
@@ -438,6 +465,7 @@ class Trainer(Checkpointing, MethodFacts):
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 print("Deploy the model with the best val performance")
                 self.load_model(self.output_dir)
+                self.chose("epoch", self.model_epoch, "val" if self.dm.dataset.val else "test")
             else:
                 print("Deploy the last-epoch model")
             self.test()
@@ -464,11 +492,17 @@ class Trainer(Checkpointing, MethodFacts):
         if split == "val" and not self.dm.dataset.val:
             split = "test"
         print(f"Evaluate on the *{split}* set")
-        with self.timer("test"):
-            for inputs, labels in self.source.eval_batches(split):
-                with self.autocast():
-                    logits = self.model_inference(inputs)
-                self.evaluator.process(logits.float(), labels)
+        self._final_evaluation = write  # what it reads informs no choice (engine.selection)
+        try:
+            with self.timer("test"):
+                for inputs, labels in self.source.eval_batches(split):
+                    with self.autocast():
+                        logits = self.model_inference(inputs)
+                    if self.cfg.TEST.SALS:
+                        logits = calibration.sals(logits.float(), self.zero_shot_logits(inputs))
+                    self.evaluator.process(logits.float(), labels)
+        finally:
+            self._final_evaluation = False
         results = self.evaluator.evaluate()
         if self.writer is not None:
             for k, v in results.items():
@@ -496,6 +530,15 @@ class Trainer(Checkpointing, MethodFacts):
         extras.update(self.record)
         extras.update(self.run_extras())
         out["selection"] = record.plain(self.selection.summary())
+        requested = cfg.SELECTION.PROTOCOL
+        if requested:
+            out["selection"]["requested"] = requested
+            if not selection_meets(out["selection"]["tier"], requested):  # "unknown" never meets one
+                print(f"Warning: SELECTION.PROTOCOL {requested} was asked for, but this run selected at tier "
+                      f"{out['selection']['tier']} ({out['selection']['split']})")
+        if out["selection"].get("unrecorded"):
+            print(f"Note: the {', '.join(out['selection']['unrecorded'])} split was read before the final evaluation "
+                  f"without a recorded choice; selection tier {out['selection']['tier']}")
         out["extras"] = record.plain(extras)
         out["timing"] = self.timer.seconds()
         out["encoder"] = self.source.stats() if hasattr(self.source, "stats") else {}

@@ -9,6 +9,8 @@ so a run finished by `train_regular.sh` is a finished run of a study and the oth
                  and the new-class evaluation in .../test_new/... (the base-to-new scripts)
     dg           the source's few-shot folders, evaluated into
                  <output>/<target>/<Trainer>/<dg cfg or cfg_Kshots>[/<variant>][/<tag>]/seed<S>
+    cross-dataset  the source's few-shot folders, evaluated into (scripts/xd_test.sh)
+                 <output>/evaluation/<Trainer>/<cfg>_<K>shots[/<variant>][/<tag>]/<target>/seed<S>
     product      <output>/<need>/<dataset>/<tag>_<K>shots, installed to
                  <strong_base>/<DATASET.NAME>/<tag>_<K>shots/model.pth.tar (train_enhance.sh)
 
@@ -41,7 +43,7 @@ from engine.errors import UserError
 from engine.layout import backbone_tag, base_tag, grid_tag  # noqa: F401  (the study's names for them)
 from engine.recipes import REPO, RecipeError, recipe
 
-from .spec import StudyError, _value, repo_path
+from .spec import TRANSFER_PROTOCOLS, StudyError, _value, repo_path
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Run:
     shots: int
     seed: Optional[int]
     variant: str = ""  # grid keys and alpha, for table rows ("" = the method's only variant)
-    role: str = ""  # "" few-shot | base | new (base-to-new) | source | <target stem> (dg) | produce
+    role: str = ""  # "" few-shot | base | new (base-to-new) | source | <target stem> (dg, cross-dataset) | produce
     needs: List[str] = field(default_factory=list)  # run folders that must be finished first
     needs_done: List[str] = field(default_factory=list)  # their done_path files (set when grouping)
     install: Optional[List[str]] = None  # [produced file, destination]: copied when the run ends
@@ -287,12 +289,12 @@ class Planner:
         subsample = ["DATASET.SUBSAMPLE_CLASSES", "base"] if s.protocol == "base-to-new" else []
         argv = base_argv + ["--output-dir", out] + flags + (["--eval-only"] if method.eval_only else []) \
             + tail + subsample
-        role = {"base-to-new": "base", "dg": "source"}.get(s.protocol, "")
+        role = {"base-to-new": "base", "dg": "source", "cross-dataset": "source"}.get(s.protocol, "")
         run = self.add(Run(out=out, argv=argv, method=method.name, trainer=method.trainer, dataset=dataset,
                            shots=shots, seed=seed, variant=variant, role=role, needs=needs))
         if s.protocol == "base-to-new":
             self.new_classes(run, method)
-        elif s.protocol == "dg":
+        elif s.protocol in TRANSFER_PROTOCOLS:
             for target in s.targets:
                 self.dg_eval(run, method, target, config, opts, extra, cfg_name, shots)
 
@@ -314,8 +316,13 @@ class Planner:
         eval_cfg = method.dg_config or config
         eval_name = os.path.splitext(os.path.basename(method.dg_config))[0] if method.dg_config else None
         rel = os.path.relpath(run.out, source_root)
-        if rel.startswith(".."):
+        if s.protocol == "cross-dataset" and method.eval_only and os.path.basename(run.out) == run.dataset:
+            out = os.path.join(os.path.dirname(run.out), target)  # the zero-shot layout, on the target
+        elif rel.startswith(".."):
             out = os.path.join(run.out, f"dg_{target}")
+        elif s.protocol == "cross-dataset":  # beside the few-shot runs on the target, never in their folders
+            parts = rel.split(os.sep)
+            out = os.path.join(s.output, "evaluation", *parts[:-1], target, parts[-1])
         else:
             parts = rel.split(os.sep)
             if eval_name and f"{cfg_name}_{shots}shots" in parts:

@@ -1,7 +1,7 @@
 """The study file: what to run, as data (configs/studies/*.yaml; docs/studies.md).
 
     name: taskres_paper                # default: the file name
-    protocol: few-shot                 # few-shot | base-to-new | dg
+    protocol: few-shot                 # few-shot | base-to-new | dg | cross-dataset
     root: $DATA                        # dataset root ($VARS expanded; --root wins)
     output: output                     # output root (--output wins)
     datasets: [caltech101, dtd]        # configs/datasets stems
@@ -16,7 +16,7 @@
       - {name: ZS, trainer: ZEROSHOT_METHOD, config: configs/trainers/ZEROSHOT_METHOD/rn50.yaml,
          eval_only: true, shots: [0], seeds: null}
       - {name: M*, trainer: METHOD, enhanced_base: produce}   # a need (engine.describe): produce | PATH
-    targets: [imagenetv2, imagenet_sketch]   # dg: evaluated with the source-trained models
+    targets: [imagenetv2, imagenet_sketch]   # dg, cross-dataset: evaluated with the source-trained models
     slurm: {timeout_min: 240, gpus_per_node: 1, groups: {imagenet: {timeout_min: 1440}}}
 
 A method's keys include one per product its trainer needs (`python -m engine.describe METHOD`:
@@ -40,13 +40,17 @@ from engine.describe import methods as registered_methods
 from engine.errors import UserError
 from engine.recipes import REPO
 
-PROTOCOLS = ("few-shot", "base-to-new", "dg")
+PROTOCOLS = ("few-shot", "base-to-new", "dg", "cross-dataset")
+TRANSFER_PROTOCOLS = ("dg", "cross-dataset")  # a source-trained model evaluated on target datasets
+# The cross-dataset targets of the conditional-prompt paper: the 10 datasets besides the ImageNet source
+CROSS_DATASET_TARGETS = ["caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
+                         "sun397", "dtd", "eurosat", "ucf101"]
 STUDY_KEYS = ("name", "protocol", "root", "output", "strong_base", "datasets", "shots", "seeds", "backbones",
               "opts", "grid", "methods", "targets", "slurm", "description")
 METHOD_KEYS = ("name", "trainer", "recipe", "config", "opts", "grid", "shots", "seeds", "eval_only",
                "enhance_config", "folder", "dg_config")  # and each registered need's name
 SLURM_OWN_KEYS = ("groups", "array_parallelism", "max_requeues", "cluster")
-DEFAULT_SHOTS = {"few-shot": [1, 2, 4, 8, 16], "base-to-new": [16], "dg": [16]}
+DEFAULT_SHOTS = {"few-shot": [1, 2, 4, 8, 16], "base-to-new": [16], "dg": [16], "cross-dataset": [16]}
 
 
 class StudyError(UserError):
@@ -252,11 +256,13 @@ def load_study(path, root=None, output=None):
             known = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, "configs", "datasets")))
             raise StudyError(f"{where}: unknown dataset {d!r}; configs/datasets has {', '.join(known)}")
     targets = _list(data["targets"], "targets", where, str) if data.get("targets") else []
+    if protocol == "cross-dataset" and not targets:
+        targets = [t for t in CROSS_DATASET_TARGETS if t not in datasets]
     if protocol == "dg" and not targets:
         raise StudyError(f"{where}: protocol dg needs targets (e.g. [imagenetv2, imagenet_sketch, imagenet_a, "
                          f"imagenet_r])")
-    if targets and protocol != "dg":
-        raise StudyError(f"{where}: targets are for protocol dg")
+    if targets and protocol not in TRANSFER_PROTOCOLS:
+        raise StudyError(f"{where}: targets are for protocols {' and '.join(TRANSFER_PROTOCOLS)}")
     if not data.get("methods"):
         raise StudyError(f"{where}: no methods")
     tables = set(registered_methods())

@@ -40,16 +40,16 @@ def test_few_shot_and_base_to_new_tables(tree, tmp_path, capsys):
     assert compare.main([tree, "--out", md, "--csv", csv, "--figure", str(tmp_path / "f.png")]) == 0
     text = open(md).read()
     eurosat = text[text.index("### EuroSAT"):text.index("### Average")]
-    assert "| CoOp | 51.00 ± 1.00 | 66.00 ± 1.00 |" in eurosat  # 50 + shots, seeds at -1 / +1
-    assert "| TaskRes | 56.00 ± 1.00 | 71.00 ± 1.00 |" in eurosat
-    assert "| ZeroshotCLIP | 40.00 | 40.00 |" in eurosat  # zero-shot first, in every column
+    assert "| CoOp | unknown | 51.00 ± 1.00 | 66.00 ± 1.00 |" in eurosat  # 50 + shots, seeds at -1 / +1
+    assert "| TaskRes | unknown | 56.00 ± 1.00 | 71.00 ± 1.00 |" in eurosat
+    assert "| ZeroshotCLIP | none | 40.00 | 40.00 |" in eurosat  # zero-shot first, in every column
     assert eurosat.index("ZeroshotCLIP") < eurosat.index("CoOp")
     average = text[text.index("### Average over 2 datasets"):text.index("### Base-to-new")]
-    assert "| CoOp | 56.00 ± 1.00 | 71.00 ± 1.00 |" in average and "| ZeroshotCLIP | 45.00 | 45.00 |" in average
+    assert "| CoOp | unknown | 56.00 ± 1.00 | 71.00 ± 1.00 |" in average and "| ZeroshotCLIP | none | 45.00 | 45.00 |" in average
     # base 81.5, new 61.5 (seed means); HM = 2ab/(a+b)
     hm = 2 * 81.5 * 61.5 / (81.5 + 61.5)
-    assert f"| EuroSAT | CoCoOp | 16 | 81.50 | 61.50 | {hm:.2f} |" in text
-    assert f"| Average | CoCoOp | 16 | 81.50 | 61.50 | {hm:.2f} |" in text
+    assert f"| EuroSAT | CoCoOp | unknown | 16 | 81.50 | 61.50 | {hm:.2f} |" in text
+    assert f"| Average | CoCoOp | unknown | 16 | 81.50 | 61.50 | {hm:.2f} |" in text
     assert "1.00 |" not in eurosat.replace("± 1.00 |", "")  # the eval-only folder (1%) is not a run
     rows = open(csv).read().splitlines()
     assert rows[0] == ",".join(compare.CSV_FIELDS) and any(r.startswith("base-to-new hm,") for r in rows)

@@ -382,13 +382,13 @@ def test_table(tmp_path, capsys):
     assert code == 0
     assert err == [f"skip {root}/dtd/TaskRes/cfg_1shots/base_regular_alpha0.5/seed1: no log.txt"]
     assert [line.split() for line in out] == [
-        ["experiment", "n", "accuracy", "std"],
-        ["caltech101/TaskRes/cfg_16shots/base_regular_alpha0.5", "3", "89.20", "0.62"],
-        ["dtd/TaskRes/cfg_16shots/base_regular_alpha0.5", "2", "71.00", "1.00"],
+        ["experiment", "n", "accuracy", "std", "selection"],
+        ["caltech101/TaskRes/cfg_16shots/base_regular_alpha0.5", "3", "89.20", "0.62", "unknown"],
+        ["dtd/TaskRes/cfg_16shots/base_regular_alpha0.5", "2", "71.00", "1.00", "unknown"],
     ]
     code, out, _ = run(capsys, root, "--table", "--ci95", "--keyword", "macro_f1")
-    assert out[0].split() == ["experiment", "n", "macro_f1", "ci95"]
-    assert out[1].split()[2:] == ["89.00", f"{1.96 * mean_std(ACCS)[1] / math.sqrt(3):.2f}"]
+    assert out[0].split() == ["experiment", "n", "macro_f1", "ci95", "selection"]
+    assert out[1].split()[2:4] == ["89.00", f"{1.96 * mean_std(ACCS)[1] / math.sqrt(3):.2f}"]
 
 
 def test_table_without_results(tmp_path, capsys):

@@ -565,6 +565,12 @@ CONTRACT = [
     ("train_regular.sh", [], {"DATASETS": "oxford_flowers", "SHOTS": "16", "DRY_RUN": "1"}),
     ("train_enhance.sh", [], {"DATA": "$DATA", "DATASETS": "dtd", "SHOTS": "1", "SEEDS": "1"}),
     ("test_dg.sh", [], {"DATA": "$DATA", "TARGETS": "imagenet_a", "SEEDS": "1"}),
+    ("scripts/xd_test.sh", ["CoOp", "dtd", "1", "$DATA"], {}),
+    ("scripts/xd_train.sh", ["CoOp", "1", "$DATA"], {}),
+    ("scripts/xd_test.sh", ["CoOp", "dtd", "1", "$DATA"], {}),
+    ("scripts/xd_test.sh", ["CoOp", "dtd", "1", "$DATA"], {}),
+    ("scripts/xd_train.sh", ["ZeroshotCLIP", "1"], {"DATA": "$DATA"}),
+    ("scripts/xd_test.sh", ["ZeroshotCLIP", "eurosat", "1"], {"DATA": "$DATA", "BACKBONE": "ViT-B/16"}),
 ]
 
 
@@ -638,7 +644,8 @@ def test_scripts_keep_their_command_lines(tmp_path):
 
 # The generic tools ask the registry (python -m engine.describe) for what differs between methods;
 # a method's name in them, even in a comment, is a case that a new method would miss.
-GENERIC = ["scripts/base2new.sh", "scripts/all_methods.sh", "scripts/common.sh", "scripts/run.sh"]
+GENERIC = ["scripts/base2new.sh", "scripts/all_methods.sh", "scripts/common.sh", "scripts/run.sh", "scripts/xd_train.sh",
+           "scripts/xd_test.sh"]
 
 
 @pytest.mark.parametrize("script", GENERIC)

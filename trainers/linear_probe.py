@@ -291,7 +291,7 @@ class LinearProbe(Trainer):
             if len(yv) == 0:
                 raise UserError(f"{self.cfg.DATASET.NAME} has no validation images to search C on; set "
                                 f"TRAINER.LINEAR_PROBE.C to a positive value to fit one C")
-            if self.dm.split("val") is self.dm.split("test"):
+            if self.dm.selection_tier(split) == "test":
                 print("Note: the validation split of this dataset is its test split (as in CoOp); C is searched "
                       "on test images")
                 self.record["search_on_test"] = True
@@ -305,6 +305,7 @@ class LinearProbe(Trainer):
             print(f"Searching C on the {split} set ({node.SOLVER} L-BFGS)")
             c_final, trace = search_c(score, [float(c) for c in node.C_GRID], int(node.SEARCH_STEPS))
             self.record["c_search"] = trace
+            self.chose("C", c_final, split)
             self.record["val_accuracy"] = next(a for c, a in reversed(trace) if c == c_final)
         W, b, iters = fitted(c_final)
         with torch.no_grad():

@@ -25,6 +25,7 @@ exactly zero-shot CLIP. The cache keeps the size it was built with (any number o
 from yacs.config import CfgNode as CN
 
 from engine.errors import ConfigError, UserError
+from engine.record import template_kind
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
@@ -81,6 +82,7 @@ class TipAdapter(Trainer):
         more = f" and {len(templates) - 1} more" if len(templates) > 1 else ""
         print(f"Getting textual features as CLIP's classifier (templates: {templates[0]!r}{more})")
         self.text_weights = text_classifier(clip_model, self.dm.classnames, templates).to(self.device)
+        self.record["zero_shot_template"] = template_kind(templates)  # its alpha = 0 is this zero-shot CLIP
         self.logit_scale = float(tip.LOGIT_SCALE)
         self.cache = TipCache(len(self.dm.dataset.train_x), int(clip_model.embed_dim), self.dm.num_classes,
                               tip.INIT_BETA, tip.INIT_ALPHA, self.learnable_keys).to(self.device)
@@ -114,7 +116,7 @@ class TipAdapter(Trainer):
         if not items:
             raise UserError(f"{self.cfg.DATASET.NAME} has no {split} images to search beta and alpha on; set "
                             f"TRAINER.TIP.SEARCH_SPLIT to the other split, or TRAINER.TIP.SEARCH_HP False")
-        on_test = split == "test" or items is self.dm.split("test")
+        on_test = self.dm.selection_tier(split) == "test"
         if on_test and split == "val":
             print("Note: the validation split of this dataset is its test split (as in CoOp); "
                   "beta and alpha are searched on test images")
@@ -142,6 +144,8 @@ class TipAdapter(Trainer):
         betas = search_grid(float(tip.SEARCH_SCALE[0]), int(tip.SEARCH_STEP[0]))
         alphas = search_grid(float(tip.SEARCH_SCALE[1]), int(tip.SEARCH_STEP[1]))
         result = search_hp(feats, labels, self.text_weights, keys, values, betas, alphas, self.logit_scale)
+        self.chose("beta", result.beta, split)
+        self.chose("alpha", result.alpha, split)
         self.record.update(search_split=split, search_on_test=on_test, search_accuracy=result.accuracy,
                            search_grid=[len(betas), len(alphas)])
         return result.beta, result.alpha

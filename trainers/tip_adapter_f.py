@@ -128,6 +128,8 @@ class TipAdapterF(TipAdapter):
             print(f"Deploy the model with the best {sel} performance")
             self.load_model(self.output_dir)
             filename, epoch = BEST_FILE, self.model_epoch - 1
+            # test() evaluates on test when the dataset has no val split
+            self.chose("epoch", epoch + 1, sel if self.dm.dataset.val else "test")
         else:
             print("Deploy the last-epoch model")
             filename, epoch = "", self.max_epoch - 1
@@ -146,6 +148,7 @@ class TipAdapterF(TipAdapter):
                       f"{scores[1]} correct); deploying the init pair, as the reference reports the maximum")
                 beta, alpha = init
             self.record["deployed_hp"] = "init" if (beta, alpha) == init else "searched"
+            self.chose("deployed_hp", self.record["deployed_hp"], "test")
         self.cache.set_hp(beta, alpha)
         print(f"Tip-Adapter-F: beta {beta:.4f}, alpha {alpha:.4f} (epoch {epoch + 1})")
         self.save_model(epoch, self.output_dir, val_result=None if filename == "" else self.best_result,

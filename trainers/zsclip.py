@@ -7,6 +7,7 @@ Both replace underscores in class names with spaces, as the reference does.
 import torch.nn.functional as F
 
 import clip
+from engine.record import template_kind
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
@@ -29,6 +30,9 @@ class _ZeroshotBase(Trainer):
         feats = F.normalize(feats, dim=-1).mean(1)
         self.text_features = F.normalize(feats, dim=-1)
         self.logit_scale = clip_model.logit_scale.exp().float()
+        # Zero-shot numbers differ by template (a single hand-written prompt vs an ensemble): recorded
+        # with every result and named in the comparison table (engine.record.template_kind).
+        self.record.update(zero_shot_template=template_kind(templates), templates=list(templates))
 
     def forward(self, features):
         return self.logit_scale * F.normalize(features.float(), dim=-1) @ self.text_features.t()

@@ -233,6 +233,8 @@ class SimpleTrainer(TrainerBase):
         # The engine's build stages in Dassl's order: a Dassl file's build_model needs the Dassl
         # loaders (self.dm, self.train_loader_x ...), and applies MODEL.INIT_WEIGHTS itself.
         self.setup(cfg, **engine_kwargs)
+        if cfg.TEST.SALS:  # a file's logits come from its own model, not from the engine's image features
+            raise ConfigError("TEST.SALS is not supported for Dassl trainer files; set TEST.SALS False")
         with self.timer("build"):
             self.build_data()
             self.build_source()
