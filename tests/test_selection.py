@@ -150,6 +150,17 @@ def test_eval_only_inherits_the_checkpoint_s_selection(env):
     assert sel["tier"] == "test" and sel["inherited"]["split"]["epoch"] == "test"
 
 
+@pytest.mark.parametrize("trainer,chosen", [("GDA", {"alpha"}), ("LPpp", {"epoch"}), ("ProKeR", {"beta", "lambda"})])
+def test_new_baselines_protocols_give_their_tiers(env, trainer, chosen):
+    none = selection(env, f"{trainer}_none", trainer, "eurosat", "SELECTION.PROTOCOL", "none")
+    assert none["tier"] == "none" and not none["chosen"] and "unrecorded" not in none
+    fair = selection(env, f"{trainer}_fair", trainer, "eurosat", "SELECTION.PROTOCOL", "fewshot-val")
+    assert fair["tier"] == "fewshot-val" and set(fair["chosen"]) == chosen
+    assert set(fair["split"].values()) == {"val"}
+    oracle = selection(env, f"{trainer}_test", trainer, "eurosat", "SELECTION.PROTOCOL", "test")
+    assert oracle["tier"] == "test" and set(oracle["chosen"]) == chosen
+
+
 def test_linear_probe_records_its_c(env):
     sel = selection(env, "lp", "LinearProbe")
     assert sel["tier"] == "fewshot-val" and sel["split"] == {"C": "val"} and sel["chosen"]["C"] > 0
