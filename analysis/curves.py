@@ -329,7 +329,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         runs = select_runs(find_runs(args.roots), parse_selection(args.selection) if args.selection else None)
-        rows = curve_table(runs, args.by_alpha, args.method, args.metric)
+        rows = curve_table(runs, args.by_alpha, args.method, metric=args.metric)
         if not rows:
             raise AnalysisError("no few-shot runs found under " + ", ".join(args.roots))
         datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
