@@ -106,6 +106,19 @@ def get_cfg_default():
     # Not in Dassl: where few-shot subsets are cached; "" = beside the data (CoOp's
     # split_fewshot/), or a per-user cache when the dataset folder is read-only.
     c.DATASET.SPLIT_CACHE_DIR = ""
+    # Not in Dassl: the prompt template ("a photo of a {}."); "" = the dataset's own (the
+    # reference prompt of a benchmark). Methods read it through trainers.common.templates.
+    c.DATASET.TEMPLATE = ""
+    # Not in Dassl: the seed of a train/val/test split made here when none is given (a benchmark
+    # folder without its split file, own data without split folders or column). Kept apart from
+    # SEED so that every seed of a study shares one test set.
+    c.DATASET.SPLIT_SEED = 1
+    # Own data (datasets/custom.py; DATASETS.md#your-own-data): ImageFolder and ImageList.
+    c.DATASET.CUSTOM = CN()
+    c.DATASET.CUSTOM.PATH = ""  # ImageFolder: the tree ("" = DATASET.ROOT); ImageList: the CSV/JSON file
+    c.DATASET.CUSTOM.CLASSNAMES = ""  # optional file of '<folder or label> <class name>' lines
+    c.DATASET.CUSTOM.TRAIN_FRACTION = 0.5  # per class, for a generated split (CoOp's 50/20/30)
+    c.DATASET.CUSTOM.VAL_FRACTION = 0.2  # ... the rest is test; of train when only val is missing
 
     c.DATALOADER = CN()
     c.DATALOADER.NUM_WORKERS = 4
