@@ -7,6 +7,7 @@ consumed, and `subsample_classes` for base-to-new. A new dataset whose images si
 folders or come with a split JSON is a subclass of `SplitJsonDataset` with a few class
 attributes and, at most, a `generate_split` method.
 """
+import contextlib
 import math
 import os
 import random
@@ -121,6 +122,19 @@ def cut_class(images, p_trn, p_val, where, shuffle=random.shuffle):
             f"{where} has {len(images)} images: too few to split {p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} "
             "into non-empty train/val/test.")
     return images[:n_train], images[n_train:n_train + n_val], images[n_train + n_val:]
+
+
+@contextlib.contextmanager
+def seeded_random(seed):
+    """Python's global `random` seeded with `seed` inside the block and restored after it: a
+    split drawn with CoOp's functions (which use the global `random`) without moving the run's
+    own random stream."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None):
@@ -344,12 +358,8 @@ class SplitJsonDataset(LocalDataset):
         """generate_split() under `random` seeded with DATASET.SPLIT_SEED, the run's own random
         state left as it was; says loudly that this is not the published split."""
         print(split_warning(type(self).__name__, self.split_path, self.split_seed, self.anchor))
-        state = random.getstate()
-        random.seed(self.split_seed)
-        try:
+        with seeded_random(self.split_seed):
             split = self.generate_split()
-        finally:
-            random.setstate(state)
         self.split_origin = f"generated seed={self.split_seed}"
         self.fewshot_variant = f"generated_seed{self.split_seed}"
         return split
