@@ -247,6 +247,7 @@ def test_template_key_reaches_the_prompts(runs):
     r = run_method(runs, "ZeroshotCLIP", runs["base"] / "zs", "DATASET.TEMPLATE", "a blurry picture of {}!")
     log = (runs["base"] / "zs" / "log.txt").read_text()
     assert "'a blurry picture of Annual Crop Land!'" in log
+    assert r["config"]["DATASET"]["TEMPLATE"] == "a blurry picture of {}!"  # recorded with the run
     default = run_method(runs, "ZeroshotCLIP", runs["base"] / "zs_default")
     assert "'a photo of a Annual Crop Land.'" in (runs["base"] / "zs_default" / "log.txt").read_text()
     assert default["accuracy"] > CHANCE  # the tiny CLIP knows these classes zero-shot
