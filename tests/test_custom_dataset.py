@@ -28,12 +28,16 @@ PER_CLASS = 20  # generated split: 10 train, 4 val, 6 test per class
 CHANCE = 100.0 / len(CLASSES)
 
 
-def write_tree(top, classes=CLASSES, per_class=PER_CLASS, seed=0):
+# The same images under names the tiny CLIP never saw: zero-shot is at chance, so what beats it learned.
+UNKNOWN_NAMES = dict(zip(CLASSES, ("glorp", "zintar", "vexil", "quamb", "drosk")))
+
+
+def write_tree(top, classes=CLASSES, per_class=PER_CLASS, seed=0, folder=lambda c: c.replace(" ", "_")):
     rng = np.random.default_rng(seed)
     for c in classes:
-        os.makedirs(os.path.join(top, c.replace(" ", "_")), exist_ok=True)
+        os.makedirs(os.path.join(top, folder(c)), exist_ok=True)
         for i in range(per_class):
-            save_image(class_image(c, rng), os.path.join(top, c.replace(" ", "_"), f"img_{i:03d}.jpg"))
+            save_image(class_image(c, rng), os.path.join(top, folder(c), f"img_{i:03d}.jpg"))
     return str(top)
 
 
@@ -55,6 +59,7 @@ def tree_rows(top):
 def data(tmp_path_factory):
     base = tmp_path_factory.mktemp("own")
     tree = write_tree(base / "tree")
+    write_tree(base / "unknown", folder=UNKNOWN_NAMES.get)
     lists = base / "lists"
     shutil.copytree(tree, lists / "images")
     write_csv(lists / "images.csv", [(f"images/{p}", label) for p, label in tree_rows(tree)])
@@ -205,8 +210,9 @@ def test_errors_are_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # Every kind of method, end to end (the recipe each method's config folder gives own data)
 
-FAST = {"TaskRes": [], "CoOp": ["OPTIM.MAX_EPOCH", 20], "TipAdapterF": ["OPTIM.MAX_EPOCH", 5],
-        "TipAdapter": [], "LinearProbe": [], "ZeroshotCLIP": []}
+TIP_VIEWS = ["TRAINER.TIP.AUGMENT_EPOCH", 2]
+FAST = {"TaskRes": [], "CoOp": ["OPTIM.MAX_EPOCH", 20], "TipAdapterF": ["OPTIM.MAX_EPOCH", 5, *TIP_VIEWS],
+        "TipAdapter": TIP_VIEWS, "LinearProbe": [], "ZeroshotCLIP": []}
 
 
 def run_method(data, method, out, *opts, config="imagefolder", root=None):
@@ -234,6 +240,16 @@ def test_feature_methods_learn_on_a_tree(runs, method):
     assert r["dataset"] == "ImageFolder" and r["total"] == 30
     assert r["accuracy"] > CHANCE + 40
     assert r["extras"]["split_origin"] == "generated seed=1" and r["extras"]["fewshot_origin"] in ("sampled", "cache")
+
+
+def test_learning_beyond_zero_shot_under_unknown_class_names(runs):
+    """Folder names the CLIP does not know: zero-shot is at chance; methods that learn from the
+    few-shot images (labels from the folders) go far beyond it."""
+    unknown = str(runs["base"] / "unknown")
+    zs = run_method(runs, "ZeroshotCLIP", runs["base"] / "u_zs", root=unknown)
+    assert zs["accuracy"] < CHANCE + 15
+    for method in ("LinearProbe", "TipAdapter"):
+        assert run_method(runs, method, runs["base"] / f"u_{method}", root=unknown)["accuracy"] > zs["accuracy"] + 30
 
 
 @pytest.mark.slow
@@ -265,7 +281,7 @@ def test_sweep_and_study_run_on_own_data(runs, tmp_path):
                        "--dataset-config-file", "configs/datasets/imagefolder.yaml", "--output-dir", str(out),
                        "MODEL.BACKBONE.NAME", runs["clip"], "DATALOADER.NUM_WORKERS", "0",
                        "TRAIN.TENSORBOARD", "False", "FEATURES.MODE", "cached", "FEATURES.CACHE_DIR", runs["cache"],
-                       "FEATURES.NUM_VIEWS", "2"])
+                       "FEATURES.NUM_VIEWS", "2", *map(str, TIP_VIEWS)])
     assert code == 0
     assert {results(out / "default_2shots" / f"seed{s}")["extras"]["split_origin"] for s in (1, 2)} == {
         "generated seed=1"}
