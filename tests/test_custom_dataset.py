@@ -95,6 +95,10 @@ def test_tree_classes_and_generated_split(data):
                    for d in split)
     assert ds.provenance == {"split_origin": "generated seed=1"}
     assert sorted(sum(parts(ds), [])) == sorted(os.path.join(data["tree"], p) for p, _ in tree_rows(data["tree"]))
+    # Base-to-new: the first ceil(5/2) classes, relabelled 0.., and the rest.
+    base, new = build(data["tree"], SUBSAMPLE_CLASSES="base"), build(data["tree"], SUBSAMPLE_CLASSES="new")
+    assert base.classnames == list(CLASSES[:3]) and new.classnames == list(CLASSES[3:])
+    assert {d.label for d in new.test} == {0, 1} and all(new.classnames[d.label] == d.classname for d in new.test)
 
 
 def test_generated_split_is_seeded_and_reproducible(data):

@@ -448,14 +448,17 @@ def test_coop_pickle_is_read_rerooted_and_converted(root, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"Re-rooted the pickled paths from /data0/dataset/caltech-101 to {root / 'caltech-101'}" in out
     assert ds.train_x == train and ds.val == val
+    assert ds.provenance == {"split_origin": "official", "fewshot_origin": "coop-pkl"}
     cache = root / "caltech-101" / "split_fewshot" / "shot_2-seed_1.json"
     image_dir = root / "caltech-101" / "101_ObjectCategories"
     assert load_json(cache)["train"][0][0] == os.path.relpath(train[0].impath, image_dir)
+    assert load_json(cache)["converted_from"] == "shot_2-seed_1.pkl"
     assert pkl.is_file()  # kept
 
     again = build(root, "Caltech101", shots=2, seed=1)  # the JSON wins from now on
     assert f"Loading preprocessed few-shot data from {cache}" in capsys.readouterr().out
     assert again.train_x == train
+    assert again.provenance["fewshot_origin"] == "coop-pkl"  # the converted JSON still says where it came from
 
 
 def test_coop_pickle_imagenet_train_only(root, monkeypatch):
@@ -517,11 +520,11 @@ def test_pickle_with_other_globals_is_refused(root, tmp_path):
 
 
 def test_json_cache_preferred_over_pickle(root, capsys):
-    build(root, "UCF101", shots=1, seed=1)
+    assert build(root, "UCF101", shots=1, seed=1).provenance["fewshot_origin"] == "sampled"
     split_dir = root / "ucf101" / "split_fewshot"
     (split_dir / "shot_1-seed_1.pkl").write_bytes(b"not a pickle")
     capsys.readouterr()
-    build(root, "UCF101", shots=1, seed=1)
+    assert build(root, "UCF101", shots=1, seed=1).provenance["fewshot_origin"] == "cache"
     assert "shot_1-seed_1.json" in capsys.readouterr().out
 
 
