@@ -32,3 +32,18 @@ def test_results_record_the_split_origin(tmp_path, tiny_clip_path, capsys):
     # The next run still has no split file: the same generated split again, never mistaken for CoOp's.
     again = zero_shot(tmp_path / "nosplit", tmp_path / "o3", tiny_clip_path, "DATASET.SPLIT_SEED", 4)
     assert again["extras"]["split_origin"] == "generated seed=4" and again["correct"] == r["correct"]
+
+
+def test_tables_name_a_generated_split(tmp_path, tiny_clip_path):
+    from analysis.compare import zero_shot_rows
+    from analysis.runs import find_runs
+
+    classes = ("Forest", "River", "SeaLake")
+    write_eurosat(str(tmp_path / "official"), classes=classes, per_class=10)
+    write_eurosat(str(tmp_path / "nosplit"), classes=classes, per_class=10, with_split=False)
+    zero_shot(tmp_path / "official", tmp_path / "runs" / "official", tiny_clip_path)
+    zero_shot(tmp_path / "nosplit", tmp_path / "runs" / "generated", tiny_clip_path, "DATASET.SPLIT_SEED", 4)
+    labels = {os.path.basename(r.path): r.method() for r in find_runs(str(tmp_path / "runs"))}
+    assert labels["generated"] == labels["official"] + " [split: generated seed=4]"
+    rows = zero_shot_rows(find_runs(str(tmp_path / "runs")))
+    assert len(rows) == 2  # one row per split origin, never averaged together
