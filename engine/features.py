@@ -172,15 +172,17 @@ class _SeededViews(Dataset):
     def __len__(self):
         return len(self.pairs)
 
-    def _decoded(self, path):
-        if self._last[0] != path:
+    def _decoded(self, path, transform):
+        # INPUT.TRANSFORM_BACKEND tensor: its pipeline reads uint8 tensors (`TensorCompose.read`)
+        read = getattr(transform, "read", None) or read_image
+        if self._last[0] != (path, read):
             self._last = (None, None)  # release the previous image before decoding the next
-            self._last = (path, read_image(path))
+            self._last = ((path, read), read(path))
         return self._last[1]
 
     def __getitem__(self, i):
         path, view = self.pairs[i]
-        return seeded_view(self._decoded(path), path, view, self.transform, self.seeded, self.root)
+        return seeded_view(self._decoded(path, self.transform), path, view, self.transform, self.seeded, self.root)
 
 
 def seeded_view(img, path, view, transform, seeded, root):
@@ -209,7 +211,8 @@ class _MixedViews(_SeededViews):
 
     def __getitem__(self, i):
         path, view, p = self.pairs[i]
-        return seeded_view(self._decoded(path), path, view, *self.pipelines[p], self.root)
+        transform, seeded = self.pipelines[p]
+        return seeded_view(self._decoded(path, transform), path, view, transform, seeded, self.root)
 
 
 class CachedSource:
