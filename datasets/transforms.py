@@ -182,21 +182,22 @@ def _steps(cfg, is_train, choices=None):
     return steps + _float_steps(inp, choices)
 
 
-def _normalize_step(inp):
+def _normalize_step(inp, inplace=False):
     mean, std = [float(m) for m in inp.PIXEL_MEAN], [float(s) for s in inp.PIXEL_STD]
     return (f"+ normalization (mean={inp.PIXEL_MEAN}, std={inp.PIXEL_STD})",
-            f"normalize(mean={mean},std={std})", T.Normalize(mean=mean, std=std))
+            f"normalize(mean={mean},std={std})", T.Normalize(mean=mean, std=std, inplace=inplace))
 
 
-def _float_steps(inp, choices):
-    """The training steps after the image became a float tensor in [0, 1] (both backends)."""
+def _float_steps(inp, choices, fresh=False):
+    """The training steps after the image became a float tensor in [0, 1] (both backends);
+    `fresh`: that tensor is the pipeline's own (not a caller's), so normalising in place is safe."""
     steps = []
     add = steps.append
     if "cutout" in choices:
         n, length = inp.CUTOUT_N, inp.CUTOUT_LEN
         add((f"+ cutout (n_holes={n}, length={length})", f"cutout({n},{length})", Cutout(n, length)))
     if "normalize" in choices:
-        add(_normalize_step(inp))
+        add(_normalize_step(inp, inplace=fresh))
     if "gaussian_noise" in choices:
         add((f"+ gaussian noise (mean={inp.GN_MEAN}, std={inp.GN_STD})",
              f"gaussian_noise({inp.GN_MEAN},{inp.GN_STD},p=0.5)", GaussianNoise(inp.GN_MEAN, inp.GN_STD)))
@@ -235,7 +236,7 @@ def _tensor_train_steps(cfg, choices):
     if "random_flip" in choices:
         add(("+ random flip", "random_flip(p=0.5)", T.RandomHorizontalFlip()))
     add(("+ to float tensor of range [0, 1]", "uint8_to_float", ToFloat()))
-    return steps + _float_steps(inp, choices)
+    return steps + _float_steps(inp, choices, fresh=True)
 
 
 class ToUint8Tensor:
