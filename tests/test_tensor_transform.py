@@ -66,7 +66,12 @@ def test_default_is_the_pil_reference(photo):
 
 
 def test_jpeg_decode_matches_pil_and_other_formats_fall_back(tmp_path, photo):
-    assert torch.equal(read_image_tensor(photo), torch.from_numpy(np.array(read_image(photo))).permute(2, 0, 1))
+    rng = np.random.default_rng(0)
+    gray, cmyk = str(tmp_path / "gray.jpg"), str(tmp_path / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8)).save(gray, quality=90)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 4), dtype=np.uint8), "CMYK").save(cmyk, quality=90)
+    for path in (photo, gray, cmyk):  # the same RGB pixels as PIL's decode + convert("RGB")
+        assert torch.equal(read_image_tensor(path), torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1))
     png = str(tmp_path / "gray.png")
     Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png)  # grayscale, not a JPEG
     x = read_image_tensor(png)
