@@ -3,7 +3,9 @@
 # grid, where fp16 falls back to fp32 and amp to bf16 autocast): TaskRes online and cached under
 # PREC fp16 and amp, then MaskTuning (pixels, masked encoder) under PREC fp32, fp16 and amp with
 # the teacher run per batch, and with the teacher read from the feature store. Prints one line
-# per run: method, mode, precision, seconds, accuracy, peak memory.
+# per run: method, mode, precision, seconds, accuracy, peak memory. Last, the image pipeline's
+# views/s per CPU core (PIL decode-each, decode-once, uint8 tensor path) next to the encoders'
+# images/s on the GPU (benchmarks/pipeline.py).
 #
 #   bash benchmarks/gpu_smoke.sh                 # tiny pretrained CLIP, synthetic EuroSAT
 #   BACKBONE=RN50 DATA=/data bash benchmarks/gpu_smoke.sh   # real weights and data if present
@@ -58,3 +60,4 @@ for TEACHER in forward store; do
             TRAINER.MaskTuning.PREC "$PREC" MASK.TEACHER "$TEACHER"
     done
 done
+"$PY" benchmarks/pipeline.py --images 20 --repeats 2 --work "$WORK/pipeline" | grep -v '^+ \|^Building'

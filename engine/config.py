@@ -72,6 +72,10 @@ def get_cfg_default():
     c.INPUT = CN()
     c.INPUT.SIZE = (224, 224)
     c.INPUT.INTERPOLATION = "bilinear"
+    # Not in Dassl: "tensor" runs the training crops, resizes and flips on uint8 tensors
+    # (torchvision v2, antialias; same crop boxes and flips, other resampling: its own store
+    # namespace); "pil" is the reference.
+    c.INPUT.TRANSFORM_BACKEND = "pil"
     c.INPUT.TRANSFORMS = ()
     c.INPUT.NO_TRANSFORM = False
     c.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]

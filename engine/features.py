@@ -172,15 +172,17 @@ class _SeededViews(Dataset):
     def __len__(self):
         return len(self.pairs)
 
-    def _decoded(self, path):
-        if self._last[0] != path:
+    def _decoded(self, path, transform):
+        # INPUT.TRANSFORM_BACKEND tensor: its pipeline reads uint8 tensors (`TensorCompose.read`)
+        read = getattr(transform, "read", None) or read_image
+        if self._last[0] != (path, read):
             self._last = (None, None)  # release the previous image before decoding the next
-            self._last = (path, read_image(path))
+            self._last = ((path, read), read(path))
         return self._last[1]
 
     def __getitem__(self, i):
         path, view = self.pairs[i]
-        return seeded_view(self._decoded(path), path, view, self.transform, self.seeded, self.root)
+        return seeded_view(self._decoded(path, self.transform), path, view, self.transform, self.seeded, self.root)
 
 
 def seeded_view(img, path, view, transform, seeded, root):
@@ -189,12 +191,14 @@ def seeded_view(img, path, view, transform, seeded, root):
     if not seeded:
         return transform(img)
     seed = view_seed(path, view, root)
-    # torchvision draws from torch's RNG; other transforms (Dassl's policies) from Python's.
+    # torchvision draws from torch's CPU RNG; other transforms (Dassl's policies) from Python's.
+    # Only the CPU generator is seeded (the one fork_rng restores): torch.manual_seed would also
+    # reseed the CUDA generators for good, and records a stack trace per call (~0.7 ms a view).
     py_state = random.getstate()
     try:
         random.seed(seed)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return transform(img)
     finally:
         random.setstate(py_state)
@@ -209,7 +213,8 @@ class _MixedViews(_SeededViews):
 
     def __getitem__(self, i):
         path, view, p = self.pairs[i]
-        return seeded_view(self._decoded(path), path, view, *self.pipelines[p], self.root)
+        transform, seeded = self.pipelines[p]
+        return seeded_view(self._decoded(path, transform), path, view, transform, seeded, self.root)
 
 
 class CachedSource:
