@@ -73,7 +73,7 @@ def template_labels(runs, label=None):
         by_kind = defaultdict(list)
         for dataset, (kind,) in per.items():
             by_kind[kind].append(dataset)
-        main = max(sorted(by_kind), key=lambda k: len(by_kind[k]))
+        main = min(by_kind, key=lambda k: (-len(by_kind[k]), k != "single", k))  # most datasets
         others = [f"{', '.join(display_name(d) for d in sorted(by_kind[k], key=dataset_order))}: {template_name(k)}"
                   for k in sorted(by_kind) if k != main]
         return "; ".join([template_name(main)] + others)
