@@ -148,5 +148,6 @@ def test_a_table_of_real_taskres_and_tip_adapter_runs_names_both_templates(env, 
                              "TRAINER.TIP.SEARCH_HP", False)
     assert extras["zero_shot_template"] == "ensemble-7"
     text_out = table(str(env["tmp"] / "tables"), tmp_path)
-    assert "TaskRes (single template)" in text_out
-    assert "TipAdapter (ensemble-7)" in text_out
+    rows = {line.split(" [")[0].strip("| "): line for line in text_out.splitlines() if line.startswith("| T")}
+    assert "(single template) |" in rows["TaskRes"]
+    assert "(ensemble-7) |" in rows["TipAdapter"]  # the label names the backbone, then the template
