@@ -8,6 +8,7 @@ r"""Train or evaluate a method: the CoOp/TaskRes `train.py` command line.
 Flags may come before or after the trailing `KEY VALUE` config overrides.
 """
 import argparse
+import os
 import platform
 import re
 import sys
@@ -26,8 +27,29 @@ from engine.run_guard import check_fingerprint
 from engine.run_lock import run_lock
 
 
+def registered_epilog():
+    """The registered trainers and datasets, for --help (read from the registries)."""
+    import datasets
+
+    def block(title, names):
+        lines = [[]]
+        for name in names:  # whole names per line
+            if lines[-1] and len(", ".join(lines[-1] + [name])) > 96:
+                lines.append([])
+            lines[-1].append(name)
+        return f"{title}\n  " + ",\n  ".join(", ".join(line) for line in lines)
+
+    return "\n".join((
+        block("trainers (--trainer):", TRAINER_REGISTRY.names()),
+        block("datasets (--dataset-config-file configs/datasets/<stem>.yaml; stem (DATASET.NAME)):",
+              [f"{i.stem} ({i.name})" for i in sorted(datasets.all_info(), key=lambda i: i.stem)]),
+        "Own images: configs/datasets/imagefolder.yaml (class folders) or imagelist.yaml (CSV/JSON); "
+        "DATASETS.md#your-own-data."))
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=registered_epilog())
     p.add_argument("--root", type=str, default="", help="path to the dataset root (DATASET.ROOT)")
     p.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
     p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
@@ -42,7 +64,9 @@ def build_parser():
     p.add_argument("--head", type=str, default="", help="name of the head (MODEL.HEAD.NAME)")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="", help="load a model from this directory for eval-only")
-    p.add_argument("--load-epoch", type=int, help="load model.pth.tar-<epoch> (default: model-best.pth.tar)")
+    p.add_argument("--load-epoch", type=int,
+                   help="load model.pth.tar-<epoch> (default: the deployed model: model-best.pth.tar when the run "
+                        "kept one, i.e. TEST.FINAL_MODEL best_val, else the last saved epoch)")
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
     p.add_argument("--overwrite", action="store_true",
                    help="discard a previous run in --output-dir made with another config (default: stop)")
@@ -177,6 +201,9 @@ def run(args, models=None):
     if not cfg.TRAINER.NAME:
         raise UserError(f"No trainer given: pass --trainer (one of {', '.join(TRAINER_REGISTRY.names())})")
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    if args.eval_only and args.model_dir and not os.path.isdir(args.model_dir):
+        raise UserError(f"--model-dir {args.model_dir}: folder not found. Give the --output-dir of a training run: "
+                        "its deployed model is loaded, or model.pth.tar-N with --load-epoch N.")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         checkpoint.set_random_seed(cfg.SEED)

@@ -144,7 +144,15 @@ def method_label(run, with_alpha=False):
         label = cls.table_label(extras)
     if with_alpha and run.alpha is not None:
         label += f", α={run.alpha:g}"
-    return label + backbone_suffix(run.backbone)
+    return label + backbone_suffix(run.backbone) + split_suffix(run)
+
+
+def split_suffix(run):
+    """` [split: generated seed=1]` for a run whose train/val/test split was not the official one
+    (a benchmark folder without its split file: not comparable with published numbers), else ""."""
+    extras = run.results.get("extras") if isinstance(run.results.get("extras"), dict) else {}
+    origin = extras.get("split_origin")
+    return f" [split: {origin}]" if isinstance(origin, str) and origin.startswith("generated") else ""
 
 
 def backbone_suffix(backbone):

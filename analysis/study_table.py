@@ -13,7 +13,7 @@ import numpy as np
 from engine.layout import finished
 
 from . import compare
-from .runs import backbone_suffix, display_name, read_run
+from .runs import backbone_suffix, display_name, read_run, split_suffix
 
 CSV_FIELDS = compare.CSV_FIELDS
 
@@ -89,7 +89,7 @@ def study_table(study, runs, tiers=None, metric="accuracy"):
     # The study's method names are the table labels (its `name:`, with the grid variant and a
     # backbone other than RN50), not the trainers' own labels.
     names = {f.path: run.method + (f" ({run.variant})" if run.variant else "") + backbone_suffix(f.backbone)
-             for run, f in finished}
+             + split_suffix(f) for run, f in finished}
     rows, datasets = compare.few_shot_tables(found, label=lambda r: names[r.path], metric=metric)
     b2n = compare.base_to_new_rows(found, metric)
     text = ""

@@ -7,6 +7,7 @@ consumed, and `subsample_classes` for base-to-new. A new dataset whose images si
 folders or come with a split JSON is a subclass of `SplitJsonDataset` with a few class
 attributes and, at most, a `generate_split` method.
 """
+import contextlib
 import math
 import os
 import random
@@ -111,27 +112,42 @@ def class_folders(image_dir, ignored=()):
     return out
 
 
+def cut_class(images, p_trn, p_val, where, shuffle=random.shuffle):
+    """CoOp's cut of one class: shuffle, then round(n * p_trn) train, round(n * p_val) val, the
+    rest test, each part non-empty (a DatasetError naming `where` otherwise)."""
+    images = list(images)
+    shuffle(images)
+    n_train, n_val = round(len(images) * p_trn), round(len(images) * p_val)
+    if min(n_train, n_val, len(images) - n_train - n_val) <= 0:
+        raise DatasetError(
+            f"{where} has {len(images)} images: too few to split {p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} "
+            "into non-empty train/val/test.")
+    return images[:n_train], images[n_train:n_train + n_val], images[n_train + n_val:]
+
+
+@contextlib.contextmanager
+def seeded_random(seed):
+    """Python's global `random` seeded with `seed` inside the block and restored after it: a
+    split drawn with CoOp's functions (which use the global `random`) without moving the run's
+    own random stream."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None):
     """CoOp's per-class random split of a folder of class folders (50/20/30 by default), using
-    Python's global `random` (so it depends on the seed of the run that creates it)."""
+    Python's global `random` (SplitJsonDataset seeds it with DATASET.SPLIT_SEED)."""
     categories = class_folders(image_dir, ignored)
-    p_tst = 1 - p_trn - p_val
-    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
+    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
     train, val, test = [], [], []
     for label, (category, images) in enumerate(categories):
-        images = list(images)
-        random.shuffle(images)
-        n_total = len(images)
-        n_train = round(n_total * p_trn)
-        n_val = round(n_total * p_val)
-        n_test = n_total - n_train - n_val
-        if min(n_train, n_val, n_test) <= 0:
-            raise DatasetError(
-                f"Class folder {os.path.join(image_dir, category)} has {n_total} images: too few to split "
-                f"{p_trn:.0%}/{p_val:.0%}/{p_tst:.0%} into non-empty train/val/test.")
         cname = new_cnames.get(category, category) if new_cnames else category
-        for part, ims in ((train, images[:n_train]), (val, images[n_train:n_train + n_val]),
-                          (test, images[n_train + n_val:])):
+        parts = cut_class(images, p_trn, p_val, f"Class folder {os.path.join(image_dir, category)}")
+        for part, ims in zip((train, val, test), parts):
             part.extend(Datum(impath=im, label=label, classname=cname) for im in ims)
     return train, val, test
 
@@ -202,13 +218,23 @@ def _short_hash(text):
 
 class LocalDataset(DatasetBase):
     """A dataset under `DATASET.ROOT`: where its folders are, and errors that show the expected
-    layout and the DATASETS.md section. Subclasses set the class attributes."""
+    layout and the DATASETS.md section. Subclasses set the class attributes.
+
+    `provenance` is what results.json records about where the splits came from (the Trainer
+    copies it into extras): `split_origin` ("official": the reference split file or lists;
+    "given": own data's split folders or column; "generated seed=N": a random split made here
+    with DATASET.SPLIT_SEED N) and `fewshot_origin` ("sampled" now, read from the "cache", or
+    converted from CoOp's pickle, "coop-pkl")."""
 
     folder = ""  # under --root
     image_folder = ""  # under folder; "" = the dataset folder itself
     anchor = ""  # DATASETS.md#<anchor>
     layout = ""  # expected tree under --root, shown in errors
     fewshot_val = True  # False where val is the test set (ImageNet): CoOp draws no few-shot val then
+    split_origin = "official"
+    # Few-shot subsets of any split other than the official one live in split_fewshot/<variant>/,
+    # so that they are never mistaken for (or collide with) subsets of the official split.
+    fewshot_variant = ""
 
     def locate(self, cfg):
         check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES)
@@ -226,12 +252,19 @@ class LocalDataset(DatasetBase):
             if not os.path.isdir(path):
                 raise self.error(f"folder not found: {path}")
 
+    @property
+    def provenance(self):
+        out = {"split_origin": self.split_origin}
+        if getattr(self, "fewshot_origin", None):
+            out["fewshot_origin"] = self.fewshot_origin
+        return out
+
     def fewshot_cache_path(self, num_shots, seed):
         """Where the few-shot subset of (num_shots, seed) is read and written: the dataset folder
         (CoOp's `split_fewshot/`), unless DATASET.SPLIT_CACHE_DIR names another root, or the
         dataset folder cannot be written (a shared read-only copy): then a per-user cache. A
         cache already in the dataset folder is always read from there."""
-        beside_data = fewshot_cache_path(self.dataset_dir, num_shots, seed)
+        beside_data = fewshot_cache_path(self.dataset_dir, num_shots, seed, self.fewshot_variant)
         stem = os.path.splitext(beside_data)[0]
         if os.path.isfile(beside_data) or os.path.isfile(stem + ".pkl"):
             return beside_data
@@ -245,14 +278,14 @@ class LocalDataset(DatasetBase):
                   "(set DATASET.SPLIT_CACHE_DIR to choose)")
         # Keyed by the dataset folder, so that two copies of a dataset never share subsets.
         folder = f"{os.path.basename(self.dataset_dir.rstrip(os.sep))}-{_short_hash(self.dataset_dir)}"
-        return fewshot_cache_path(os.path.join(root, folder), num_shots, seed)
+        return fewshot_cache_path(os.path.join(root, folder), num_shots, seed, self.fewshot_variant)
 
     def select_fewshot(self, train, val, num_shots, seed):
         """(train, val) cut to `num_shots` per class, from the cache for (num_shots, seed) or
         drawn with the global `random` (seeded by the caller) and cached. val is passed through
         untouched when the dataset draws no few-shot val."""
         pool = train
-        train, fs_val = load_or_sample_fewshot(
+        train, fs_val, self.fewshot_origin = load_or_sample_fewshot(
             train, val if self.fewshot_val else None, num_shots=num_shots,
             cache_path=self.fewshot_cache_path(num_shots, seed), path_prefix=self.path_prefix,
             name=type(self).__name__, dataset_dir=self.dataset_dir)
@@ -271,9 +304,16 @@ class LocalDataset(DatasetBase):
 
 
 class SplitJsonDataset(LocalDataset):
-    """CoOp's flow: read `<root>/<folder>/<split_file>` (or generate it and save it), draw or load
-    the few-shot subset, subsample classes. Subclasses set the class attributes below and
-    implement `generate_split` when the dataset has a fallback."""
+    """CoOp's flow: read `<root>/<folder>/<split_file>` (or, without it, generate a split), draw
+    or load the few-shot subset, subsample classes. Subclasses set the class attributes below and
+    implement `generate_split` when the dataset has a fallback.
+
+    Unlike CoOp, a generated split is never saved under the official file name (CoOp's first run
+    wrote its random split there, and every later run took it for the published one): it is
+    made in memory on every run, from the sorted image list and Python's `random` seeded with
+    DATASET.SPLIT_SEED (CoOp's split for a first run with that seed, up to the listing order),
+    announced with a warning and recorded as `split_origin` "generated seed=N". Its few-shot
+    subsets live in `split_fewshot/generated_seed<N>/`."""
 
     split_file = ""  # e.g. split_zhou_EuroSAT.json; "" = always built from the annotations, never saved
     paths_relative_to_dataset_dir = False  # StanfordCars: split paths start at the dataset dir
@@ -281,6 +321,7 @@ class SplitJsonDataset(LocalDataset):
 
     def __init__(self, cfg):
         self.locate(cfg)
+        self.split_seed = int(cfg.DATASET.SPLIT_SEED)
         self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
         if self.paths_relative_to_dataset_dir:
             self.path_prefix = self.dataset_dir
@@ -306,8 +347,10 @@ class SplitJsonDataset(LocalDataset):
                 return known
             ident = records.file_ident(self.split_path)
         try:
-            if generated:
-                train, val, test = self.generate_split()
+            if generated and self.split_path:
+                train, val, test = self.generate_random_split()
+            elif generated:
+                train, val, test = self.generate_split()  # the official lists (FGVCAircraft)
             else:
                 train, val, test = read_split(self.split_path, self.path_prefix)
         except DatasetError as e:
@@ -323,14 +366,25 @@ class SplitJsonDataset(LocalDataset):
                 f"{self.path_prefix}, e.g.\n{examples}\nThe download looks incomplete or was extracted elsewhere.")
         if not generated:
             records.remember_split(self.split_path, self.path_prefix, (train, val, test), ident)
-        if generated and self.split_path:
-            try:
-                save_split(train, val, test, self.split_path, self.path_prefix)
-            except OSError as e:
-                raise DatasetError(
-                    f"{type(self).__name__}: cannot write the generated split to {self.split_path} ({e}). "
-                    "The dataset folder must be writable the first time, or put CoOp's split file there.") from None
         return train, val, test
+
+    def generate_random_split(self):
+        """generate_split() under `random` seeded with DATASET.SPLIT_SEED, the run's own random
+        state left as it was; says loudly that this is not the published split."""
+        print(split_warning(type(self).__name__, self.split_path, self.split_seed, self.anchor))
+        with seeded_random(self.split_seed):
+            split = self.generate_split()
+        self.split_origin = f"generated seed={self.split_seed}"
+        self.fewshot_variant = f"generated_seed{self.split_seed}"
+        return split
+
+
+def split_warning(name, split_path, seed, anchor):
+    bar = "!" * 78
+    return (f"{bar}\nWARNING: {name}: the split file {split_path} is missing, so this run uses a RANDOM split\n"
+            f"made here (DATASET.SPLIT_SEED {seed}), not CoOp's: results are not comparable with published\n"
+            f"numbers. Nothing is written under the official name; results.json records split_origin\n"
+            f"\"generated seed={seed}\". Get the split file: DATASETS.md#{anchor}.\n{bar}")
 
 
 def read_lines(path, what="annotation file"):

@@ -3,7 +3,7 @@ template), looked up by DATASET.NAME or stem. The facts are class attributes of 
 (see DatasetBase), so adding a dataset touches no table elsewhere."""
 from dataclasses import dataclass
 
-from engine.errors import UserError
+from engine.errors import ConfigError, UserError
 from engine.registry import DATASET_REGISTRY
 
 from .base import DatasetBase
@@ -54,3 +54,15 @@ def name_of(stem):
     """DATASET.NAME for a stem or DATASET.NAME; an unknown name is returned unchanged."""
     found = find(stem)
     return found.name if found else stem
+
+
+def check_template(template):
+    """A prompt template (DATASET.TEMPLATE) must hold one `{}`, where the class name goes."""
+    try:
+        ok = template.count("{}") == 1 and template.format("x")
+    except (IndexError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"DATASET.TEMPLATE must hold one {{}} for the class name, e.g. 'a photo of a {{}}.'; "
+                          f"got {template!r}")
+    return template

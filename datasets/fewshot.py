@@ -32,6 +32,7 @@ def drawn_unsaved():
         yield
     finally:
         _SAVE_DRAWN[0] = True
+CONVERTED_FROM = "converted_from"  # key of a cache converted from CoOp's pickle: the pickle's name
 
 
 def generate_fewshot_dataset(*data_sources, num_shots=-1, repeat=False):
@@ -70,21 +71,24 @@ def carve_val(pool, train, num_shots, seed):
     return val
 
 
-def fewshot_cache_path(dataset_dir, num_shots, seed):
-    return os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.json")
+def fewshot_cache_path(dataset_dir, num_shots, seed, variant=""):
+    """`variant`: a sub-folder for the subsets of a split other than the official one."""
+    return os.path.join(dataset_dir, "split_fewshot", variant, f"shot_{num_shots}-seed_{seed}.json")
 
 
 def load_or_sample_fewshot(train, val, *, num_shots, cache_path, path_prefix, name="dataset", dataset_dir=None):
-    """(train, val) reduced to `num_shots` per class (val: min(K, 4)), read from `cache_path` if
-    it exists (else from CoOp's pickle beside it), else sampled and saved there. `val=None`
-    (ImageNet) caches train only. `dataset_dir` is where re-rooted pickle paths must land."""
+    """(train, val, origin): train and val reduced to `num_shots` per class (val: min(K, 4)), read
+    from `cache_path` if it exists (else from CoOp's pickle beside it), else sampled and saved
+    there; origin is "cache", "coop-pkl" (also for a JSON converted from one) or "sampled".
+    `val=None` (ImageNet) caches train only. `dataset_dir` is where re-rooted pickle paths must land."""
     if os.path.isfile(cache_path):
         print(f"Loading preprocessed few-shot data from {cache_path}")
         return _load_cache(train, val, cache_path, path_prefix, name)
     pkl_path = os.path.splitext(cache_path)[0] + ".pkl"
     if os.path.isfile(pkl_path):
         print(f"Loading preprocessed few-shot data from {pkl_path} (CoOp's pickle)")
-        return _convert_pickle(train, val, pkl_path, cache_path, path_prefix, dataset_dir or path_prefix, name)
+        return _convert_pickle(train, val, pkl_path, cache_path, path_prefix, dataset_dir or path_prefix, name) + (
+            "coop-pkl",)
 
     train = generate_fewshot_dataset(train, num_shots=num_shots)
     data = {"train": items_to_json(train, path_prefix)}
@@ -92,7 +96,7 @@ def load_or_sample_fewshot(train, val, *, num_shots, cache_path, path_prefix, na
         val = generate_fewshot_dataset(val, num_shots=min(num_shots, MAX_VAL_SHOTS))
         data["val"] = items_to_json(val, path_prefix)
     if not _SAVE_DRAWN[0]:
-        return train, val
+        return train, val, "sampled"
     print(f"Saving preprocessed few-shot data to {cache_path}")
     try:
         write_json_atomic(data, cache_path)
@@ -100,7 +104,7 @@ def load_or_sample_fewshot(train, val, *, num_shots, cache_path, path_prefix, na
         raise DatasetError(
             f"{name}: cannot write the few-shot cache {cache_path} ({e}). "
             "The dataset folder must be writable to store few-shot subsets.") from None
-    return train, val
+    return train, val, "sampled"
 
 
 def _stale(name, cache_path, detail):
@@ -139,7 +143,7 @@ def _load_cache(train, val, cache_path, path_prefix, name):
     except DatasetError as e:
         raise _stale(name, cache_path, f"cannot be read: {e}") from None
     out = _match(loaded, train, val, cache_path, path_prefix, name)
-    return out["train"], out.get("val", val)
+    return out["train"], out.get("val", val), "coop-pkl" if CONVERTED_FROM in data else "cache"
 
 
 def _match(loaded, train, val, cache_path, path_prefix, name):
@@ -259,6 +263,7 @@ def _convert_pickle(train, val, pkl_path, cache_path, path_prefix, dataset_dir, 
         print(f"Re-rooted the pickled paths from {old} to {dataset_dir}")
     out = _match(loaded, train, val, pkl_path, path_prefix, name)
     data = {key: items_to_json(out[key], path_prefix) for key in keys}
+    data[CONVERTED_FROM] = os.path.basename(pkl_path)
     try:
         write_json_atomic(data, cache_path)
         print(f"Converted it to {cache_path} (the .pkl is kept; the JSON is used from now on)")

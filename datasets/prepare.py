@@ -499,6 +499,7 @@ def export_fewshot(root, names, out_dir, shots, seeds, log=print):
     `out_dir/<dataset folder>/split_fewshot/`. Sampling is seeded as train.py seeds it."""
     for name in resolve_names(names):
         ds = build_full(name, root)
+        _require_official_split(ds, name, "exported")
         if getattr(ds, "evaluation_only", False):
             log(f"{name}: an evaluation-only dataset has no few-shot subsets; skipped")
             continue
@@ -515,6 +516,12 @@ def export_fewshot(root, names, out_dir, shots, seeds, log=print):
                 log(f"{name}: exported {dst}")
 
 
+def _require_official_split(ds, name, verb):
+    if ds.split_origin != "official":
+        raise DatasetError(f"{name}: its split file is missing (the split would be {ds.split_origin}); few-shot "
+                           f"subsets are {verb} only for the official split. See DATASETS.md#{ds.anchor}.")
+
+
 def import_fewshot(root, names, in_dir, log=print):
     """Check each `in_dir/<dataset folder>/split_fewshot/shot_K-seed_S.json` against the dataset on
     disk and copy it into place; an existing different cache is never overwritten."""
@@ -526,6 +533,7 @@ def import_fewshot(root, names, in_dir, log=print):
             log(f"{name}: nothing to import (no {src_dir})")
             continue
         ds = build_full(name, root)
+        _require_official_split(ds, name, "imported")
         for fname in sorted(os.listdir(src_dir)):
             if not (fname.startswith("shot_") and fname.endswith(".json")):
                 continue

@@ -113,6 +113,19 @@ def get_cfg_default():
     # images outside the few-shot set, for choices that must not see test (ImageNet's val is its
     # test split). False = CoOp's val (the dataset's own val split at min(K, 4) per class).
     c.DATASET.VAL_FROM_TRAIN = False
+    # Not in Dassl: the prompt template ("a photo of a {}."); "" = the dataset's own (the
+    # reference prompt of a benchmark). Methods read it through trainers.common.templates.
+    c.DATASET.TEMPLATE = ""
+    # Not in Dassl: the seed of a train/val/test split made here when none is given (a benchmark
+    # folder without its split file, own data without split folders or column). Kept apart from
+    # SEED so that every seed of a study shares one test set.
+    c.DATASET.SPLIT_SEED = 1
+    # Own data (datasets/custom.py; DATASETS.md#your-own-data): ImageFolder and ImageList.
+    c.DATASET.CUSTOM = CN()
+    c.DATASET.CUSTOM.PATH = ""  # ImageFolder: the tree ("" = DATASET.ROOT); ImageList: the CSV/JSON file
+    c.DATASET.CUSTOM.CLASSNAMES = ""  # optional file of '<folder or label> <class name>' lines
+    c.DATASET.CUSTOM.TRAIN_FRACTION = 0.5  # per class, for a generated split (CoOp's 50/20/30)
+    c.DATASET.CUSTOM.VAL_FRACTION = 0.2  # ... the rest is test; of train when only val is missing
 
     c.DATALOADER = CN()
     c.DATALOADER.NUM_WORKERS = 4

@@ -11,7 +11,9 @@ and names starting with `_` (bases that others include with `_BASE_`). In order:
    `rules`, applied in order; a rule whose `when` matches (`dataset`: stems, `shots`: a list)
    updates vars and opts, so a later rule wins;
 2. else `<dataset stem>.yaml` (per-dataset configs need no rule);
-3. else the folder's only config.
+3. else `default.yaml`, the config of a folder of per-dataset configs for any other dataset
+   (your own data, DATASETS.md#your-own-data);
+4. else the folder's only config.
 
     python -m engine.describe TaskRes oxford_flowers 16 --get cfg   # the command-line view
 """
@@ -23,6 +25,7 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs", "trainers")
 RECIPE_FILE = "recipe.yaml"
+DEFAULT_FILE = "default.yaml"
 
 
 class RecipeError(ValueError):
@@ -76,8 +79,9 @@ def recipe(method, dataset, shots, folder=None):
             entry = yaml.safe_load(f) or {}
         return _from_rules(entry, folder, stem, shots, path)
     configs = runnable_configs(folder)
-    if f"{stem}.yaml" in configs:
-        return Recipe(_shown(os.path.join(folder, f"{stem}.yaml")))
+    for name in (f"{stem}.yaml", DEFAULT_FILE):
+        if name in configs:
+            return Recipe(_shown(os.path.join(folder, name)))
     if len(configs) == 1:
         return Recipe(_shown(os.path.join(folder, configs[0])))
     where = _shown(folder)
@@ -85,8 +89,8 @@ def recipe(method, dataset, shots, folder=None):
         raise RecipeError(f"{method} has no recipe: {where}/ holds no config file. Pass --config-file, or add "
                           f"one yaml (or a {RECIPE_FILE}) there.")
     raise RecipeError(f"{method} has no recipe for dataset {stem!r}: {where}/ holds {len(configs)} configs "
-                      f"({', '.join(configs)}), none named {stem}.yaml, and no {RECIPE_FILE} to choose among "
-                      f"them. Pass --config-file, or add {stem}.yaml or a {RECIPE_FILE}.")
+                      f"({', '.join(configs)}), none named {stem}.yaml or {DEFAULT_FILE}, and no {RECIPE_FILE} to "
+                      f"choose among them. Pass --config-file, or add {stem}.yaml, {DEFAULT_FILE} or a {RECIPE_FILE}.")
 
 
 def _from_rules(entry, folder, stem, shots, path):

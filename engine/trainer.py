@@ -535,6 +535,7 @@ class Trainer(Checkpointing, MethodFacts):
                   "features_mode": cfg.FEATURES.MODE, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES}
         if getattr(self.dm, "shot_counts", None):
             extras["train_images_per_class"] = self.dm.shot_counts
+        extras.update(getattr(self.dm.dataset, "provenance", None) or {})  # split_origin, fewshot_origin
         extras.update(self.record)
         extras.update(self.run_extras())
         out["selection"] = record.plain(self.selection.summary())

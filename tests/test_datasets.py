@@ -50,8 +50,9 @@ def root(pristine, tmp_path):
     return private_copy(pristine, tmp_path / "data")
 
 
-def make_cfg(root, name, shots=-1, seed=1, subsample="all"):
+def make_cfg(root, name, shots=-1, seed=1, subsample="all", split_seed=1):
     cfg = get_cfg_default()
+    cfg.DATASET.SPLIT_SEED = split_seed
     cfg.DATASET.ROOT = str(root)
     cfg.DATASET.NAME = name
     cfg.DATASET.NUM_SHOTS = shots
@@ -60,9 +61,9 @@ def make_cfg(root, name, shots=-1, seed=1, subsample="all"):
     return cfg
 
 
-def build(root, name, shots=-1, seed=1, subsample="all"):
+def build(root, name, shots=-1, seed=1, subsample="all", split_seed=1):
     random.seed(seed)  # what the engine's set_random_seed does before building the data
-    return DATASET_REGISTRY.get(name)(make_cfg(root, name, shots, seed, subsample))
+    return DATASET_REGISTRY.get(name)(make_cfg(root, name, shots, seed, subsample, split_seed))
 
 
 def rel(d, base):
@@ -324,12 +325,18 @@ def test_corrupt_split_json(root):
 
 
 def test_eurosat_fallback_split(tmp_path, capsys):
+    """Without CoOp's split file: a random 50/20/30 split seeded by DATASET.SPLIT_SEED, announced,
+    recorded as generated, never written (least of all under the official name), the same for
+    every run seed, and its few-shot subsets kept apart from the official split's."""
     write_eurosat(tmp_path, per_class=10, with_split=False)
     split_path = tmp_path / "eurosat" / "split_zhou_EuroSAT.json"
     assert not split_path.exists()
-    ds = build(tmp_path, "EuroSAT", seed=3)
+    ds = build(tmp_path, "EuroSAT", seed=1, split_seed=3)
     out = capsys.readouterr().out
-    assert "Splitting into 50% train, 20% val, and 30% test" in out and f"Saved split to {split_path}" in out
+    assert "Splitting into 50% train, 20% val, and 30% test" in out and "Saved split" not in out
+    assert "WARNING: EuroSAT: the split file" in out and "RANDOM split" in out and "DATASETS.md#eurosat" in out
+    assert sorted(os.listdir(tmp_path / "eurosat")) == ["2750"]
+    assert ds.provenance == {"split_origin": "generated seed=3"}
     assert ds.classnames == EUROSAT_NAMES
     for items, n in ((ds.train_x, 5), (ds.val, 2), (ds.test, 3)):
         assert per_label(items) == {y: n for y in range(10)}
@@ -343,11 +350,24 @@ def test_eurosat_fallback_split(tmp_path, capsys):
         random.shuffle(ims)
         for key, part in (("train", ims[:5]), ("val", ims[5:7]), ("test", ims[7:])):
             expected[key] += [[p, label, EUROSAT_NAMES[label]] for p in part]
-    assert load_json(split_path) == expected
+    got = {key: [[rel(d, image_dir), d.label, d.classname] for d in items]
+           for key, items in (("train", ds.train_x), ("val", ds.val), ("test", ds.test))}
+    assert got == expected
 
-    again = build(tmp_path, "EuroSAT", seed=4)  # now read from the saved file
-    assert f"Reading split from {split_path}" in capsys.readouterr().out
-    assert again.train_x == ds.train_x and again.test == ds.test
+    random.seed(4)
+    state = random.getstate()
+    again = build(tmp_path, "EuroSAT", seed=4, split_seed=3, shots=2)  # another run seed: the same split
+    assert set(d.impath for d in again.train_x) <= set(d.impath for d in ds.train_x) and again.test == ds.test
+    assert again.provenance == {"split_origin": "generated seed=3", "fewshot_origin": "sampled"}
+    assert os.listdir(tmp_path / "eurosat" / "split_fewshot") == ["generated_seed3"]
+    assert build(tmp_path, "EuroSAT", seed=4, split_seed=3, shots=2).provenance["fewshot_origin"] == "cache"
+    other = build(tmp_path, "EuroSAT", split_seed=5)
+    assert other.test != ds.test and sorted(d.impath for d in other.test + other.train_x + other.val) == sorted(
+        d.impath for d in ds.test + ds.train_x + ds.val)
+    # The split's draw leaves the run's random stream where it was (few-shot sampling follows it).
+    random.setstate(state)
+    DATASET_REGISTRY.get("EuroSAT")(make_cfg(tmp_path, "EuroSAT", split_seed=7))
+    assert random.getstate() == state
 
 
 def test_pets_fallback_split_from_annotations(tmp_path, capsys):
@@ -356,7 +376,7 @@ def test_pets_fallback_split_from_annotations(tmp_path, capsys):
     lines = {k: (ann / f"{k}.txt").read_text().split("\n")[:-1] for k in ("trainval", "test")}
     ds = build(tmp_path, "OxfordPets")
     out = capsys.readouterr().out
-    assert "Splitting trainval into 80% train and 20% val" in out and "Saved split to" in out
+    assert "Splitting trainval into 80% train and 20% val" in out and "Saved split" not in out
 
     image_dir = tmp_path / "oxford_pets" / "images"
     parsed = {k: [(f"{ln.split()[0]}.jpg", int(ln.split()[1]) - 1) for ln in v] for k, v in lines.items()}
@@ -365,7 +385,8 @@ def test_pets_fallback_split_from_annotations(tmp_path, capsys):
     assert per_label(ds.val) == {y: 3 for y in range(8)}  # round(14 * 0.2)
     assert per_label(ds.train_x) == {y: 11 for y in range(8)}
     assert ds.classnames == list(PETS_BREEDS)
-    assert (tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json").is_file()
+    assert not (tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json").exists()
+    assert ds.split_origin == "generated seed=1"
 
 
 def test_pets_fallback_bad_annotations(tmp_path):

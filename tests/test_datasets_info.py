@@ -32,9 +32,24 @@ REFERENCE_TEMPLATES = {
 
 def test_custom_templates_are_the_reference_prompts():
     assert {n: templates.custom_template(n) for n in REFERENCE_TEMPLATES} == REFERENCE_TEMPLATES
-    assert templates.CUSTOM_TEMPLATES == REFERENCE_TEMPLATES
+    own = {"ImageFolder": "a photo of a {}.", "ImageList": "a photo of a {}."}  # own data: CLIP's generic prompt
+    assert templates.CUSTOM_TEMPLATES == {**REFERENCE_TEMPLATES, **own}
     # Only DATASET.NAMEs are looked up, as in the reference table; anything else is CLIP's generic prompt.
     assert templates.custom_template("eurosat") == templates.custom_template("NoSuchSet") == "a photo of a {}."
+
+
+def test_a_run_s_template_key_replaces_the_dataset_s_own():
+    from engine.config import get_cfg_default
+    from engine.errors import ConfigError
+
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME = "EuroSAT"
+    assert templates.custom_template(cfg) == REFERENCE_TEMPLATES["EuroSAT"]  # "" = the reference prompt
+    cfg.DATASET.TEMPLATE = "a satellite image of {}."
+    assert templates.custom_template(cfg) == "a satellite image of {}."
+    cfg.DATASET.TEMPLATE = "a satellite image."
+    with pytest.raises(ConfigError, match="must hold one {}"):
+        templates.custom_template(cfg)
 
 
 def test_every_dataset_config_names_a_dataset_with_that_stem():

@@ -49,7 +49,7 @@ class ClassOffset(Trainer):
     def build_model(self):
         clip_model = self.load_clip()
         feats = class_prompt_features(self, clip.TextEncoder(clip_model), self.dm.classnames,
-                                      [custom_template(self.cfg.DATASET.NAME)])
+                                      [custom_template(self.cfg)])
         self.offsets = Offsets(F.normalize(feats.mean(1).float(), dim=-1)).to(self.device)
         self.logit_scale = clip_model.logit_scale.detach().exp().float()
         self.register_model("offsets", self.offsets)

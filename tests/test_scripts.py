@@ -344,7 +344,7 @@ def test_expected_config_files_exist():
     for folder in ("ZeroshotCLIP", "CoOp"):
         for n in ("rn50", "rn101", "vit_b32", "vit_b16"):
             assert f"trainers/{folder}/{n}.yaml" in names
-    assert len([n for n in names if n.startswith("datasets/")]) == 15
+    assert len([n for n in names if n.startswith("datasets/")]) == 15 + 2  # and own data: imagefolder, imagelist
 
 
 @pytest.mark.parametrize("path", all_yaml(), ids=lambda p: os.path.relpath(p, REPO))
@@ -366,6 +366,7 @@ DATASET_NAMES = {
     "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
     "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
     "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+    "imagefolder": "ImageFolder", "imagelist": "ImageList",
 }
 
 

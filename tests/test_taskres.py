@@ -119,7 +119,7 @@ def test_zero_shot_trainers(data_root, tiny_clip_path, tmp_path):
     (["--trainer", "TaskRes", "--root", "/nonexistent-root"], "DATASETS.md"),
     (["--trainer", "TaskRes", "--enhanced-base", "/nonexistent/model.pth.tar"], "Enhanced base not found"),
     (["--trainer", "TaskRes", "--eval-only", "--model-dir", "/nonexistent-dir", "--load-epoch", "3"],
-     "Model not found"),
+     "--model-dir /nonexistent-dir: folder not found"),
     (["--trainer", "TaskRes", "--eval-only"], "--eval-only without --model-dir would evaluate an untrained TaskRes"),
 ])
 def test_bad_input_gives_one_clear_message(args, message, data_root, tiny_clip_path, tmp_path, capsys):

@@ -75,7 +75,7 @@ class CLIP_Adapter(Trainer):  # noqa: N801  (the reference's registry name)
         clip_model = self.load_clip()
         print("Building custom CLIP")
         names = [c.replace("_", " ") for c in self.dm.classnames]
-        template = custom_template(self.cfg.DATASET.NAME)
+        template = custom_template(self.cfg)
         feats = class_prompt_features(self, clip.TextEncoder(clip_model), names, [template]).float()[:, 0]
         self.text_features = F.normalize(feats, dim=-1).to(self.device)
         self.logit_scale = clip_model.logit_scale.detach().exp().float()

@@ -251,7 +251,7 @@ class LinearProbe(Trainer):
     def build_model(self):
         clip_model = self.load_clip()
         names = [c.replace("_", " ") for c in self.dm.classnames]
-        feats = class_prompt_features(self, clip.TextEncoder(clip_model), names, [custom_template(self.cfg.DATASET.NAME)])
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), names, [custom_template(self.cfg)])
         self.text_features = F.normalize(feats.float()[:, 0], dim=-1).to(self.device)
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
         self.probe = nn.Linear(int(clip_model.embed_dim), self.dm.num_classes).to(self.device)

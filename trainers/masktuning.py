@@ -236,7 +236,7 @@ class MaskTuning(Trainer):
     def build_classifier(self, text_encoder):
         """The fixed classifier: one hand-written prompt per class, encoded once."""
         names = mask_classnames(self.dm.classnames)
-        template = custom_template(self.cfg.DATASET.NAME)
+        template = custom_template(self.cfg)
         print(f"Prompts: {[template.format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
         feats = class_prompt_features(self, text_encoder, names, [template]).float().mean(1)
         self.prompt_classifier = F.normalize(feats, dim=-1).to(self.device)

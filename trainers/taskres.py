@@ -26,14 +26,15 @@ from engine.errors import ConfigError, UserError
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .common.templates import IMAGENET_TEMPLATES_SELECT, custom_template
+from .common.templates import IMAGENET_TEMPLATES_SELECT, custom_template, dataset_name
 from .common.text import class_prompt_features
 
 
-def base_templates(dataset_name):
-    if dataset_name == "ImageNet":
+def base_templates(dataset):
+    """`dataset`: a run's config (or a DATASET.NAME)."""
+    if dataset_name(dataset) == "ImageNet":
         return list(IMAGENET_TEMPLATES_SELECT) + ["a photo of a {}."]
-    return [custom_template(dataset_name)]
+    return [custom_template(dataset)]
 
 
 def load_enhanced_projection(path, text_encoder):
@@ -183,7 +184,7 @@ class TaskRes(Trainer):
             text_encoder.set_projection(projection)
             print(">> Pretrained text encoder loaded!")
             print(f">> Text projection parameters:  {projection.numel()}")
-        feats = class_prompt_features(self, text_encoder, self.dm.classnames, base_templates(self.cfg.DATASET.NAME))
+        feats = class_prompt_features(self, text_encoder, self.dm.classnames, base_templates(self.cfg))
         base = feats.mean(1).float()  # mean in the encoder's dtype, as the reference
         print(f">> DCT scale factor:  {cfg.RESIDUAL_SCALE}")
         self.learner = TaskResLearner(base, float(cfg.RESIDUAL_SCALE), cfg.VARIANT, cfg.LEARNABLE_SCALE,

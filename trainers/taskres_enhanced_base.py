@@ -41,7 +41,7 @@ class TaskResEnhancedBase(Trainer):
     def build_model(self):
         clip_model = self.load_clip()
         text_encoder = clip.TextEncoder(clip_model)
-        pooled = class_prompt_features(self, text_encoder, self.dm.classnames, base_templates(self.cfg.DATASET.NAME),
+        pooled = class_prompt_features(self, text_encoder, self.dm.classnames, base_templates(self.cfg),
                                 pooled=True)
         self.pooled = pooled.float().mean(1)  # [K, W]
         projection = text_encoder.text_projection.detach().float()  # [W_text, D]

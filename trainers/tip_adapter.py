@@ -77,7 +77,7 @@ class TipAdapter(Trainer):
     def build_model(self):
         tip = self.cfg.TRAINER.TIP
         clip_model = self.load_clip()
-        templates = tip_templates(self.cfg.DATASET.NAME)
+        templates = tip_templates(self.cfg)
         more = f" and {len(templates) - 1} more" if len(templates) > 1 else ""
         print(f"Getting textual features as CLIP's classifier (templates: {templates[0]!r}{more})")
         self.text_weights = text_classifier(self, clip_model, self.dm.classnames, templates).to(self.device)

@@ -38,7 +38,7 @@ class _ZeroshotBase(Trainer):
 class ZeroshotCLIP(_ZeroshotBase):
     evaluation_only = True
     def templates(self):
-        return [custom_template(self.cfg.DATASET.NAME)]
+        return [custom_template(self.cfg)]
 
 
 @TRAINER_REGISTRY.register()
@@ -46,5 +46,5 @@ class ZeroshotCLIP2(_ZeroshotBase):
     evaluation_only = True
     config_folder = "ZeroshotCLIP"
     def templates(self):
-        extra = [] if self.cfg.DATASET.NAME == "ImageNet" else [custom_template(self.cfg.DATASET.NAME)]
+        extra = [] if self.cfg.DATASET.NAME == "ImageNet" else [custom_template(self.cfg)]
         return list(IMAGENET_TEMPLATES_SELECT) + extra

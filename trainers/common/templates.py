@@ -1,7 +1,7 @@
 """Prompt templates used by the reference TaskRes / CoOp code: one custom template per dataset
 (the dataset class's `template`, see datasets/catalog.py), and the 7 ImageNet templates selected
 by CLIP's authors."""
-from datasets import DatasetBase, all_info, info
+from datasets import DatasetBase, all_info, check_template, info
 from engine.registry import DATASET_REGISTRY
 
 # DATASET.NAME -> template of the datasets registered when this module is imported; kept for
@@ -22,6 +22,17 @@ IMAGENET_TEMPLATES_SELECT = (
 )
 
 
-def custom_template(dataset_name):
-    # By DATASET.NAME only; datasets outside the registry fall back to CLIP's generic prompt.
-    return info(dataset_name).template if dataset_name in DATASET_REGISTRY else GENERIC_TEMPLATE
+def dataset_name(dataset):
+    """DATASET.NAME of a run's config, or `dataset` itself (a name)."""
+    return dataset.DATASET.NAME if hasattr(dataset, "DATASET") else dataset
+
+
+def custom_template(dataset):
+    """The dataset's single prompt template. `dataset`: a run's config, whose DATASET.TEMPLATE
+    (when set: own data, or another prompt on purpose) replaces the dataset's own; or a
+    DATASET.NAME. Datasets outside the registry fall back to CLIP's generic prompt."""
+    template = dataset.DATASET.TEMPLATE if hasattr(dataset, "DATASET") else ""
+    if template:
+        return check_template(template)
+    name = dataset_name(dataset)
+    return info(name).template if name in DATASET_REGISTRY else GENERIC_TEMPLATE

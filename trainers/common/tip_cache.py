@@ -28,19 +28,19 @@ import torch.nn.functional as F
 
 import clip
 
-from .templates import IMAGENET_TEMPLATES_SELECT, custom_template
+from .templates import IMAGENET_TEMPLATES_SELECT, custom_template, dataset_name
 from .text import class_prompt_features
 
 IMAGENET_FAMILY = ("ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
 
 
-def tip_templates(dataset_name):
+def tip_templates(dataset):
     """The reference's prompts: the 7 selected templates for ImageNet (and, here, for its
     evaluation-only variants, so a model trained on ImageNet meets the same classifier), one
-    hand-written template for every other dataset."""
-    if dataset_name in IMAGENET_FAMILY:
+    hand-written template for every other dataset. `dataset`: a run's config or a DATASET.NAME."""
+    if dataset_name(dataset) in IMAGENET_FAMILY:
         return list(IMAGENET_TEMPLATES_SELECT)
-    return [custom_template(dataset_name)]
+    return [custom_template(dataset)]
 
 
 def text_classifier(trainer, clip_model, classnames, templates):
