@@ -90,6 +90,15 @@ def test_methods_built_on_the_text_classifier_record_what_they_encoded(env, monk
         assert torch.allclose(t.text_weights.cpu(), w.cpu())
 
 
+@pytest.mark.parametrize("trainer", ["ZSLP", "GDA", "LPpp", "ProKeR", "ProLIP", "TaskRes", "TipAdapter"])
+def test_the_dataset_template_key_reaches_every_method_built_on_it(env, monkeypatch, trainer):
+    prompt = "a blurry picture of {}!"
+    _, extras, encoded = spied_run(env, monkeypatch, f"key_{trainer.lower()}", trainer, "eurosat",
+                                   "DATASET.TEMPLATE", prompt)
+    assert encoded and all(e == [prompt] for e in encoded)
+    assert extras["templates"] == [prompt] and extras["zero_shot_template"] == "single"
+
+
 def test_prompt_learners_record_a_learned_prompt(env, monkeypatch):
     t, extras, encoded = spied_run(env, monkeypatch, "coop", "CoOp")
     assert encoded == [] and extras["zero_shot_template"] == "learned"

@@ -70,7 +70,7 @@ class ZSLP(Trainer):
 
     def build_model(self):
         clip_model = self.load_clip()
-        feats = class_prompt_features(self, clip.TextEncoder(clip_model), self.dm.classnames, base_templates(self.cfg.DATASET.NAME))
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), self.dm.classnames, base_templates(self.cfg))
         self.adapter = Prototypes(feats.mean(1).float()).to(self.device)  # mean in the encoder's dtype
         self.logit_scale = clip_model.logit_scale.detach().exp().float()
         self.register_model(self.model_name, self.adapter)
