@@ -17,13 +17,16 @@ named on stderr with the reason. Every row names the selection tier its runs rec
 were recorded): runs of one method at different tiers are separate rows and are never averaged
 together. `--selection none,fewshot-val` keeps only those tiers (the fair table); `--metric ece`
 (or classwise_ece, nll, confidence, macro_f1) tabulates another recorded metric. A zero-shot row
-names its prompt template (single, or an ensemble of N).
+names its prompt template (single, or an ensemble of N); so does every method row built on CLIP's
+text classifier when the table mixes template kinds (template_labels).
 """
 import argparse
 import sys
 from collections import defaultdict
 
 import numpy as np
+
+from engine.record import LEARNED
 
 from .curves import (AVERAGE, AnalysisError, add_selection_args, average_table, curve_table, dataset_order,
                      plot, select_runs, subsample)
@@ -39,10 +42,48 @@ def _cell(mean, std, n):
     return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
 
 
+def template_name(kind):
+    return {"single": "single template", LEARNED: "learned prompt"}.get(kind, kind)
+
+
 def zero_shot_label(run):
     """A zero-shot row's label: the method and the prompt template its results.json recorded."""
-    kind = (run.results.get("extras") or {}).get("zero_shot_template")
-    return f"{run.method()} ({'single template' if kind == 'single' else kind})" if kind else run.method()
+    return f"{run.method()} ({template_name(run.template)})" if run.template else run.method()
+
+
+def template_labels(runs, label=None):
+    """`label(run)` (default: the method's label) naming the prompt template the run's text
+    classifier was built from: always for zero-shot runs, for the others only when the table's
+    runs use more than one fixed template kind (a single hand-written prompt next to an ensemble),
+    so that a reader sees which zero-shot row each method builds on. A method whose kind differs
+    by dataset keeps one label naming the exceptions, e.g. "TaskRes (single template; ImageNet:
+    ensemble-8)", so that its average over datasets stays one row."""
+    base = label or (lambda r: r.method())
+    runs = [r for r in runs if not r.is_product]
+    mixed = len({r.template for r in runs if r.template and r.template != LEARNED}) > 1
+    kinds = defaultdict(lambda: defaultdict(set))  # label -> dataset -> template kinds
+    for run in runs:
+        if run.template:
+            kinds[base(run)][run.dataset].add(run.template)
+
+    def described(name, run):
+        per = kinds[name]
+        if any(len(k) > 1 for k in per.values()):  # one method, several templates on one dataset
+            return template_name(run.template)
+        by_kind = defaultdict(list)
+        for dataset, (kind,) in per.items():
+            by_kind[kind].append(dataset)
+        main = min(by_kind, key=lambda k: (-len(by_kind[k]), k != "single", k))  # most datasets
+        others = [f"{', '.join(display_name(d) for d in sorted(by_kind[k], key=dataset_order))}: {template_name(k)}"
+                  for k in sorted(by_kind) if k != main]
+        return "; ".join([template_name(main)] + others)
+
+    def named(run):
+        name = base(run)
+        if run.template is None or not (mixed or run.is_zero_shot):
+            return name
+        return f"{name} ({described(name, run)})"
+    return named
 
 
 def zero_shot_rows(runs, label=None, metric="accuracy"):
@@ -58,6 +99,7 @@ def zero_shot_rows(runs, label=None, metric="accuracy"):
 def few_shot_tables(runs, label=None, metric="accuracy"):
     """(rows, datasets): curve rows (per dataset and the average) and the datasets they cover;
     `label(run)` names a run's method (default: its table label; a study: the study's names)."""
+    label = template_labels(runs, label)
     rows = curve_table(runs, label=label, metric=metric)
     datasets = sorted({r["dataset"] for r in rows}, key=dataset_order)
     if len(datasets) > 1:

@@ -117,6 +117,12 @@ class Run:
         return _number(self.results.get(metric))
 
     @property
+    def template(self):
+        """The prompt template kind its text classifier was built from (engine.record.text_templates:
+        "single", "ensemble-N", "learned"); None for a method without one or an older record."""
+        return (self.results.get("extras") or {}).get("zero_shot_template")
+
+    @property
     def is_product(self):
         """A producer's run: it makes another method's input, not a result of its own."""
         cls = _facts(self.trainer)

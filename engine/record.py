@@ -135,3 +135,12 @@ def template_kind(templates):
     """How a zero-shot classifier was prompted: "single" (one hand-written template) or
     "ensemble-N" (the mean of N templates' features), as results.json records it."""
     return "single" if len(templates) == 1 else f"ensemble-{len(templates)}"
+
+
+LEARNED = "learned"  # the kind of a classifier whose prompts are trained (CoOp's context)
+
+
+def text_templates(templates, kind=None):
+    """The results.json extras of a run whose classifier comes from CLIP text embeddings of class
+    prompts: `zero_shot_template` (`template_kind`, or `kind`, e.g. LEARNED) and the `templates`."""
+    return {"zero_shot_template": kind or template_kind(templates), "templates": list(templates)}

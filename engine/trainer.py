@@ -230,6 +230,14 @@ class Trainer(Checkpointing, MethodFacts):
         features = features.float()
         return scale * (features / features.norm(dim=-1, keepdim=True)) @ weights.t()
 
+    def note_templates(self, templates, kind=None):
+        """Record the prompt templates this run's text classifier is built from (results.json
+        extras `zero_shot_template`, `templates`): zero-shot numbers differ by template (a single
+        hand-written prompt vs an ensemble), so every method built on them says which it used and
+        the comparison table names it. The shared builders call it (trainers/common/text.py
+        `class_prompt_features`, tip_cache `text_classifier`); `kind` "learned" for trained prompts."""
+        self.record.update(record.text_templates(templates, kind))
+
     def run_extras(self):
         """Hook: plain values describing this run's method (alpha, base, ...) for results.json."""
         return {}

@@ -25,7 +25,7 @@ import clip
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 from trainers.templates import custom_template
-from trainers.text import encode_prompts
+from trainers.text import class_prompt_features
 
 
 class Offsets(nn.Module):
@@ -48,8 +48,8 @@ class ClassOffset(Trainer):
 
     def build_model(self):
         clip_model = self.load_clip()
-        feats = encode_prompts(clip.TextEncoder(clip_model), self.dm.classnames,
-                               [custom_template(self.cfg)])
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), self.dm.classnames,
+                                      [custom_template(self.cfg)])
         self.offsets = Offsets(F.normalize(feats.mean(1).float(), dim=-1)).to(self.device)
         self.logit_scale = clip_model.logit_scale.detach().exp().float()
         self.register_model("offsets", self.offsets)

@@ -27,7 +27,7 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .common.templates import custom_template
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 
 
 class Adapter(nn.Module):
@@ -76,7 +76,7 @@ class CLIP_Adapter(Trainer):  # noqa: N801  (the reference's registry name)
         print("Building custom CLIP")
         names = [c.replace("_", " ") for c in self.dm.classnames]
         template = custom_template(self.cfg)
-        feats = encode_prompts(clip.TextEncoder(clip_model), names, [template]).float()[:, 0]
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), names, [template]).float()[:, 0]
         self.text_features = F.normalize(feats, dim=-1).to(self.device)
         self.logit_scale = clip_model.logit_scale.detach().exp().float()
         self.ratio = float(node.RATIO)

@@ -135,6 +135,7 @@ class CLIP_LoRA(Trainer):
         self._image_dtype = clip.visual_dtype(clip_model)
         names = lora_classnames(self.dm.classnames)
         self.tokens = clip.tokenize([c.TEMPLATE.format(n) for n in names]).to(self.device)
+        self.note_templates([c.TEMPLATE])  # one template, encoded afresh by the adapted text encoder
         print(f"Prompts: {[c.TEMPLATE.format(n) for n in names[:5]]}{' ...' if len(names) > 5 else ''}")
         print(f"LoRA (rank {c.RANK}, alpha {c.ALPHA}, scale {next(iter(layers.values())).scale:.4g}, dropout "
               f"{c.DROPOUT}) on {'/'.join(c.TARGETS)} of {sum(k.startswith('text') for k in layers)} text and "

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
+from engine.record import LEARNED
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
@@ -110,6 +111,7 @@ class CoCoOp(Trainer):
         vis_dim = clip_model.visual.output_dim
         learner = CoCoOpPromptLearner(text_encoder, self.dm.classnames, vis_dim, int(node.N_CTX), node.CTX_INIT)
         self.prompt_learner = learner.to(self.device)
+        self.note_templates([f"{learner.prompt_prefix} {{}}."], LEARNED)  # the prompt as initialised
         self.text = PromptTextEncoder(text_encoder, learner.tokenized_prompts, node.TEXT_TRUNCATE,
                                       node.TEXT_SHARED_PREFIX, node.TEXT_CHUNK)
         self.logit_scale = clip_model.logit_scale.detach().exp().float()

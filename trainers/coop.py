@@ -40,6 +40,7 @@ from yacs.config import CfgNode as CN
 
 import clip
 from engine.errors import ConfigError, UserError
+from engine.record import LEARNED
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
@@ -229,6 +230,7 @@ class PromptClassifier:
         learner = PromptLearner(text_encoder, self.dm.classnames, int(node.N_CTX), bool(node.CSC),
                                 node.CTX_INIT, node.CLASS_TOKEN_POSITION)
         self.prompt_learner = learner.to(self.device)
+        self.note_templates([f"{learner.prompt_prefix} {{}}."], LEARNED)  # the prompt as initialised
         self.text = PromptTextEncoder(text_encoder, learner.tokenized_prompts, node.TEXT_TRUNCATE,
                                       node.TEXT_SHARED_PREFIX, node.TEXT_CHUNK)
         self._eval_text = None  # (context version, normalised text features)

@@ -111,8 +111,8 @@ class GDA(Trainer):
     def build_model(self):
         node = self.cfg.TRAINER.GDA
         clip_model = self.load_clip()
-        self.text_weights = text_classifier(clip_model, self.dm.classnames,
-                                            tip_templates(self.cfg.DATASET.NAME)).to(self.device)
+        self.text_weights = text_classifier(self, clip_model, self.dm.classnames,
+                                            tip_templates(self.cfg)).to(self.device)
         self.logit_scale = float(node.LOGIT_SCALE)
         self.head = GDAHead(self.dm.num_classes, int(clip_model.embed_dim), node.ALPHA).to(self.device)
         self.register_model("gda", self.head)

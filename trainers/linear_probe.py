@@ -50,7 +50,7 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .common.templates import custom_template
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 
 C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 SOLVERS = ("scipy", "torch")
@@ -251,7 +251,7 @@ class LinearProbe(Trainer):
     def build_model(self):
         clip_model = self.load_clip()
         names = [c.replace("_", " ") for c in self.dm.classnames]
-        feats = encode_prompts(clip.TextEncoder(clip_model), names, [custom_template(self.cfg)])
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), names, [custom_template(self.cfg)])
         self.text_features = F.normalize(feats.float()[:, 0], dim=-1).to(self.device)
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
         self.probe = nn.Linear(int(clip_model.embed_dim), self.dm.num_classes).to(self.device)

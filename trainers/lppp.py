@@ -132,8 +132,8 @@ class LPpp(Trainer):
 
     def build_model(self):
         clip_model = self.load_clip()
-        self.text_weights = text_classifier(clip_model, self.dm.classnames,
-                                            tip_templates(self.cfg.DATASET.NAME)).to(self.device)
+        self.text_weights = text_classifier(self, clip_model, self.dm.classnames,
+                                            tip_templates(self.cfg)).to(self.device)
         self.head = LPppHead(self.dm.num_classes, int(clip_model.embed_dim)).to(self.device)
         self.register_model("lppp", self.head)
         self.best_epoch = None

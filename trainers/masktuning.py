@@ -69,7 +69,7 @@ from engine.trainer import Trainer
 
 from .common.masks import MaskSet, gdr_keep, masks_from_state, read_mask_checkpoint
 from .common.templates import custom_template
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 
 MODEL_NAME = "shared"  # the original's model name: OUTPUT_DIR/shared/model.pth.tar-<epoch>
 
@@ -238,7 +238,7 @@ class MaskTuning(Trainer):
         names = mask_classnames(self.dm.classnames)
         template = custom_template(self.cfg)
         print(f"Prompts: {[template.format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
-        feats = encode_prompts(text_encoder, names, [template]).float().mean(1)
+        feats = class_prompt_features(self, text_encoder, names, [template]).float().mean(1)
         self.prompt_classifier = F.normalize(feats, dim=-1).to(self.device)
 
     def needs_trained_weights(self):

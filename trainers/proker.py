@@ -160,8 +160,8 @@ class ProKeR(Trainer):
     def build_model(self):
         node = self.cfg.TRAINER.ProKeR
         clip_model = self.load_clip()
-        self.text_weights = text_classifier(clip_model, self.dm.classnames,
-                                            tip_templates(self.cfg.DATASET.NAME)).to(self.device)
+        self.text_weights = text_classifier(self, clip_model, self.dm.classnames,
+                                            tip_templates(self.cfg)).to(self.device)
         self.logit_scale = float(node.LOGIT_SCALE)
         self.model = ProKeRModel(self.support_size(), int(clip_model.embed_dim), self.dm.num_classes,
                                  node.BETA, node.LAMBDA).to(self.device)

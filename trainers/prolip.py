@@ -120,8 +120,8 @@ class ProLIP(Trainer):
     def build_model(self):
         node = self.cfg.TRAINER.PROLIP
         clip_model = self.load_clip()
-        self.text_weights = text_classifier(clip_model, self.dm.classnames,
-                                            tip_templates(self.cfg.DATASET.NAME)).to(self.device)
+        self.text_weights = text_classifier(self, clip_model, self.dm.classnames,
+                                            tip_templates(self.cfg)).to(self.device)
         projection, bias = clip.image_projection(clip_model)
         self.head = ProjectionHead(projection, bias, node.VARIANT).to(self.device)
         print(f"Learning {'the last image projection' if node.VARIANT == 'projection' else 'a linear adapter'} "

@@ -27,7 +27,7 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .common.templates import IMAGENET_TEMPLATES_SELECT, custom_template, dataset_name
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 
 
 def base_templates(dataset):
@@ -184,7 +184,7 @@ class TaskRes(Trainer):
             text_encoder.set_projection(projection)
             print(">> Pretrained text encoder loaded!")
             print(f">> Text projection parameters:  {projection.numel()}")
-        feats = encode_prompts(text_encoder, self.dm.classnames, base_templates(self.cfg))
+        feats = class_prompt_features(self, text_encoder, self.dm.classnames, base_templates(self.cfg))
         base = feats.mean(1).float()  # mean in the encoder's dtype, as the reference
         print(f">> DCT scale factor:  {cfg.RESIDUAL_SCALE}")
         self.learner = TaskResLearner(base, float(cfg.RESIDUAL_SCALE), cfg.VARIANT, cfg.LEARNABLE_SCALE,

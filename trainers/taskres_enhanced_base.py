@@ -25,7 +25,7 @@ from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .taskres import base_templates
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 
 STRONG_BASE_FILE = "strong_base.pth.tar"
 
@@ -41,7 +41,7 @@ class TaskResEnhancedBase(Trainer):
     def build_model(self):
         clip_model = self.load_clip()
         text_encoder = clip.TextEncoder(clip_model)
-        pooled = encode_prompts(text_encoder, self.dm.classnames, base_templates(self.cfg),
+        pooled = class_prompt_features(self, text_encoder, self.dm.classnames, base_templates(self.cfg),
                                 pooled=True)
         self.pooled = pooled.float().mean(1)  # [K, W]
         projection = text_encoder.text_projection.detach().float()  # [W_text, D]

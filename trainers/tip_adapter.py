@@ -25,7 +25,6 @@ exactly zero-shot CLIP. The cache keeps the size it was built with (any number o
 from yacs.config import CfgNode as CN
 
 from engine.errors import ConfigError, UserError
-from engine.record import template_kind
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
@@ -81,8 +80,7 @@ class TipAdapter(Trainer):
         templates = tip_templates(self.cfg)
         more = f" and {len(templates) - 1} more" if len(templates) > 1 else ""
         print(f"Getting textual features as CLIP's classifier (templates: {templates[0]!r}{more})")
-        self.text_weights = text_classifier(clip_model, self.dm.classnames, templates).to(self.device)
-        self.record["zero_shot_template"] = template_kind(templates)  # its alpha = 0 is this zero-shot CLIP
+        self.text_weights = text_classifier(self, clip_model, self.dm.classnames, templates).to(self.device)
         self.logit_scale = float(tip.LOGIT_SCALE)
         self.cache = TipCache(len(self.dm.dataset.train_x), int(clip_model.embed_dim), self.dm.num_classes,
                               tip.INIT_BETA, tip.INIT_ALPHA, self.learnable_keys).to(self.device)

@@ -7,12 +7,11 @@ Both replace underscores in class names with spaces, as the reference does.
 import torch.nn.functional as F
 
 import clip
-from engine.record import template_kind
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
 from .common.templates import IMAGENET_TEMPLATES_SELECT, custom_template
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 
 
 class _ZeroshotBase(Trainer):
@@ -26,13 +25,10 @@ class _ZeroshotBase(Trainer):
         names = [c.replace("_", " ") for c in self.dm.classnames]
         templates = self.templates()
         print(f"Prompts: {[templates[0].format(c) for c in names[:5]]}{' ...' if len(names) > 5 else ''}")
-        feats = encode_prompts(clip.TextEncoder(clip_model), names, templates).float()
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), names, templates).float()
         feats = F.normalize(feats, dim=-1).mean(1)
         self.text_features = F.normalize(feats, dim=-1)
         self.logit_scale = clip_model.logit_scale.exp().float()
-        # Zero-shot numbers differ by template (a single hand-written prompt vs an ensemble): recorded
-        # with every result and named in the comparison table (engine.record.template_kind).
-        self.record.update(zero_shot_template=template_kind(templates), templates=list(templates))
 
     def forward(self, features):
         return self.logit_scale * F.normalize(features.float(), dim=-1) @ self.text_features.t()

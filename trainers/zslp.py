@@ -33,7 +33,7 @@ from engine.features import num_view_batches
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import Trainer
 
-from .common.text import encode_prompts
+from .common.text import class_prompt_features
 from .common.view_pool import MethodBatches, pooled_rows
 from .taskres import base_templates
 
@@ -70,7 +70,7 @@ class ZSLP(Trainer):
 
     def build_model(self):
         clip_model = self.load_clip()
-        feats = encode_prompts(clip.TextEncoder(clip_model), self.dm.classnames, base_templates(self.cfg.DATASET.NAME))
+        feats = class_prompt_features(self, clip.TextEncoder(clip_model), self.dm.classnames, base_templates(self.cfg))
         self.adapter = Prototypes(feats.mean(1).float()).to(self.device)  # mean in the encoder's dtype
         self.logit_scale = clip_model.logit_scale.detach().exp().float()
         self.register_model(self.model_name, self.adapter)

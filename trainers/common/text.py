@@ -4,6 +4,13 @@ import torch
 import clip
 
 
+def class_prompt_features(trainer, text_encoder, classnames, templates, pooled=False):
+    """`encode_prompts` for the text classifier of `trainer`'s run, recording which templates it
+    is built from (Trainer.note_templates): method files build their classifier through this."""
+    trainer.note_templates(templates)
+    return encode_prompts(text_encoder, classnames, templates, pooled=pooled)
+
+
 def encode_prompts(text_encoder, classnames, templates, chunk=1024, pooled=False):
     """Cached per (text weights, templates, class names, pooled): runs that share a loaded CLIP
     in one process (a sweep) compute each classifier once. The cache lives on the transformer

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import clip
 
 from .templates import IMAGENET_TEMPLATES_SELECT, custom_template, dataset_name
-from .text import encode_prompts
+from .text import class_prompt_features
 
 IMAGENET_FAMILY = ("ImageNet", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
 
@@ -43,11 +43,11 @@ def tip_templates(dataset):
     return [custom_template(dataset)]
 
 
-def text_classifier(clip_model, classnames, templates):
+def text_classifier(trainer, clip_model, classnames, templates):
     """Zero-shot classifier W [C, D], fp32: per class, normalise each template's feature, average,
-    renormalise."""
+    renormalise (recorded on `trainer`'s run, see class_prompt_features)."""
     names = [c.replace("_", " ") for c in classnames]
-    feats = encode_prompts(clip.TextEncoder(clip_model), names, templates).float()
+    feats = class_prompt_features(trainer, clip.TextEncoder(clip_model), names, templates).float()
     return F.normalize(F.normalize(feats, dim=-1).mean(1), dim=-1)
 
 
