@@ -176,8 +176,8 @@ def curve_table(runs, with_alpha=False, methods=None, label=None, metric="accura
         seed = run.seed if run.seed is not None else run.path
         if seed in groups[key]:
             kept, kept_path = groups[key][seed]
-            value = run.value(metric)
-            same = "the same value" if kept == value else f"{kept:.2f} there, {value:.2f} here"
+            value, unit = run.value(metric), "" if metric == "nll" else "%"
+            same = f"the same {metric}" if kept == value else f"{kept:.2f}{unit} there, {value:.2f}{unit} here"
             print(f"note: {run.path} left out: seed {seed} of {run.dataset} / {method} / {run.shots} shots "
                   f"is already counted from {kept_path} ({same}; one run per seed)", file=sys.stderr)
             continue

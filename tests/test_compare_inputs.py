@@ -74,4 +74,4 @@ def test_study_table_rows_are_the_study_method_names(tmp_path, capsys):
                   shots=run.shots, trainer=run.trainer, log=False)
     assert study.main(["table", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "| Residual, my recipe | 71.50 ± 0.50 |" in out and "| CLIP zero-shot | 60.00 |" in out
+    assert "| Residual, my recipe | unknown | 71.50 ± 0.50 |" in out and "| CLIP zero-shot | none | 60.00 |" in out
