@@ -169,7 +169,10 @@ def test_eval_only_and_refit_reproduce_the_fit(env, fitted, name, tmp_path):
     ev = tmp_path / "eval"
     run(argv(env, ev, name) + ["--eval-only", "--model-dir", str(out)])
     assert results(ev)["correct"] == results(out)["correct"]
-    assert results(ev)["selection"] == results(out)["selection"]  # the fit file keeps how it was chosen
+    fitted, evaluated = results(out)["selection"], results(ev)["selection"]
+    # the fit file keeps how it was chosen: the evaluation inherits the fit's tier and choices
+    assert {k: evaluated[k] for k in ("tier", "chosen", "split")} == {k: fitted[k] for k in ("tier", "chosen", "split")}
+    assert evaluated["inherited"]["chosen"] == fitted["chosen"]
     run(argv(env, out, name))  # the same command again: a closed-form run refits
     again = torch.load(out / FIT[name] / "model-fit.pth.tar", weights_only=True)
     assert first["state_dict"].keys() == again["state_dict"].keys()
