@@ -9,25 +9,12 @@ import torch
 from engine import checkpoint as ckpt
 from engine.recipes import recipe
 from runs import results, run, run_killed
+from test_method_contract import data_root, store  # noqa: F401  (module fixtures: the same EuroSAT and store)
 
 SHOTS, EPOCHS = 2, 4
 # Mask scores start 5e-3 above the threshold: at the recipe's lr (8e-5) no mask flips in a few
 # epochs of this tiny data, and a resume that restored the wrong scores would go unseen.
 FAST_MASKS = ("OPTIM.LR", 2e-3)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    from synthetic.layouts import write_eurosat
-
-    root = tmp_path_factory.mktemp("data")
-    write_eurosat(str(root), per_class=6)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))
 
 
 def args(name, root, out, clip_path, store, *opts, epochs=EPOCHS):
