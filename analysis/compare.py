@@ -56,7 +56,7 @@ def template_labels(runs, label=None):
     classifier was built from: always for zero-shot runs, for the others only when the table's
     runs use more than one fixed template kind (a single hand-written prompt next to an ensemble),
     so that a reader sees which zero-shot row each method builds on. A method whose kind differs
-    by dataset keeps one label naming the exceptions, e.g. "TaskRes (single template; ImageNet:
+    by dataset keeps one label naming the exceptions, e.g. "<method> (single template; ImageNet:
     ensemble-8)", so that its average over datasets stays one row."""
     base = label or (lambda r: r.method())
     runs = [r for r in runs if not r.is_product]
