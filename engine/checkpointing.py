@@ -299,10 +299,16 @@ class Checkpointing:
         if (not keys or trained is None or set(trained) & set(self.dm.classnames)
                 or self.cfg.DATASET.SUBSAMPLE_CLASSES != "all"):
             return
+        if self.cfg.TEST.CROSS_DATASET:
+            print(f"TEST.CROSS_DATASET: {name}'s per-class entries ({', '.join(keys)}) have no class of "
+                  f"{self.cfg.DATASET.NAME}; they fall back to the zero-shot rows")
+            self.record.setdefault("zero_shot_fallback", []).extend(f"{name}.{k}" for k in keys)
+            return
         raise UserError(f'Checkpoint "{path}" ({name}) was trained on classes none of which '
                         f"{self.cfg.DATASET.NAME} has (e.g. {', '.join(list(trained)[:3])}; here: "
                         f"{', '.join(list(self.dm.classnames)[:3])}): its per-class entries ({', '.join(keys)}) "
-                        "would all be replaced by zero-shot rows. Evaluate it on the dataset it was trained on.")
+                        "would all be replaced by zero-shot rows. Evaluate it on the dataset it was trained on, "
+                        "or set TEST.CROSS_DATASET True for a cross-dataset transfer (scripts/xd_test.sh does).")
 
     def _remap_classes(self, module, state_dict, trained_classnames):
         """A checkpoint trained on other classes (base -> new): rows of `per_class_keys` follow

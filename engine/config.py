@@ -218,6 +218,11 @@ def get_cfg_default():
     # Not in Dassl: SaLS post-hoc calibration (engine.calibration): each sample's logits mapped
     # into the range of its zero-shot CLIP logits at evaluation; accuracy unchanged.
     c.TEST.SALS = False
+    # Not in Dassl: cross-dataset transfer (scripts/xd_test.sh, the cross-dataset study protocol):
+    # a checkpoint sharing no class with the dataset is evaluated anyway, its per-class entries
+    # falling back to the zero-shot rows (what transfers is what is not tied to a class). False:
+    # such an evaluation is refused, since it would be zero-shot CLIP under the method's name.
+    c.TEST.CROSS_DATASET = False
 
     # Not in Dassl: which selection protocol a run asks for (engine.selection): "" = the method's
     # own recipe; "none", "fewshot-val" or "test" apply the overrides the method's

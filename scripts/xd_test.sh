@@ -49,6 +49,7 @@ if [ "${FACTS[evaluation_only]}" != true ]; then
         exit 2
     }
     MODEL=(--model-dir "$MODEL_DIR")
+    OPTS+=(TEST.CROSS_DATASET True)  # rows of the source's classes fall back to zero-shot on the target
 fi
 DIR=$OUTPUT/evaluation/$METHOD/${CFG_TAG}_${SHOTS}shots/$DATASET/seed$SEED
 run_eval "$DIR" \

@@ -332,6 +332,8 @@ class Planner:
         if not method.eval_only:
             argv += ["--model-dir", run.out]
         argv += _pairs(opts) + _pairs(dict(extra))
+        if s.protocol == "cross-dataset" and not method.eval_only:
+            argv += ["TEST.CROSS_DATASET", "True"]  # per-class entries fall back to zero-shot on the target
         self.add(Run(out=out, argv=argv, method=run.method, trainer=run.trainer, dataset=target, shots=run.shots,
                      seed=run.seed, variant=run.variant, role=target,
                      needs=[] if method.eval_only else [run.out]))
