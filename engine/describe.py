@@ -118,8 +118,10 @@ def _recipe_fields(r):
     return {"config": r.config, "cfg": r.cfg, **r.opts}
 
 
-def _shell(value):
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def _shell(key, value):
+    """A fact as shell scripts test it (true/false); a config override (a key with a dot) as
+    train.py's KEY VALUE reads it back (False, not false: yacs literal-evaluates values)."""
+    return str(value).lower() if isinstance(value, bool) and "." not in key else str(value)
 
 
 def main(argv=None):
@@ -147,10 +149,10 @@ def main(argv=None):
         if args.get not in facts:
             print(f"error: no field {args.get!r}; fields: {', '.join(facts)}", file=sys.stderr)
             return 2
-        print(_shell(facts[args.get]))
+        print(_shell(args.get, facts[args.get]))
         return 0
     for k, v in facts.items():
-        print(f"{k}={_shell(v)}")
+        print(f"{k}={_shell(k, v)}")
     return 0
 
 

@@ -308,7 +308,7 @@ def test_run_sh_takes_the_recipe_and_the_methods_facts(fake):
     assert coop[coop.index("--config-file"):] == [
         "--config-file", "configs/trainers/CoOp/rn50_ep100.yaml",
         "--output-dir", f"{tmp}/output/dtd/CoOp/rn50_ep100-RN101_4shots/v/seed1", "DATASET.NUM_SHOTS", "4",
-        "TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "false", "TRAINER.COOP.CLASS_TOKEN_POSITION", "end",
+        "TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False", "TRAINER.COOP.CLASS_TOKEN_POSITION", "end",
         "MODEL.BACKBONE.NAME", "RN101"]
     assert lp[lp.index("--output-dir"):] == ["--output-dir", f"{tmp}/output/dtd/LinearProbe/rn50_4shots/seed2", "2", "X"]
     assert all(a[1:3] == ["--root", str(data)] for a in (zs, coop, lp))
