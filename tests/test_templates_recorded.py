@@ -10,10 +10,9 @@ import torch.nn.functional as F
 import clip
 import trainers.common.text as text
 from analysis import compare
-from engine.recipes import recipe
 from runs import results, run_direct
+from test_selection import argv as selection_argv
 
-SHOTS = 2
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,8 @@ def env(tmp_path_factory, tiny_clip_path):
 
 
 def argv(env, out, trainer, dataset="eurosat", *opts):
-    r = recipe(trainer, dataset, SHOTS)
-    return ["--root", env["root"], "--seed", "1", "--trainer", trainer, "--dataset-config-file",
-            f"configs/datasets/{dataset}.yaml", "--config-file", r.config, "--output-dir", str(out), *r.opts_list(),
-            "DATASET.NUM_SHOTS", SHOTS, "MODEL.BACKBONE.NAME", env["clip"], "DATALOADER.NUM_WORKERS", 0,
-            "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "TRAIN.TENSORBOARD", False, "FEATURES.MODE", "cached",
-            "FEATURES.CACHE_DIR", env["cache"], "FEATURES.NUM_VIEWS", 2, "TRAINER.TIP.AUGMENT_EPOCH", 2,
-            "OPTIM.MAX_EPOCH", 1, *opts]
+    """test_selection's run, one epoch (a later KEY VALUE wins)."""
+    return selection_argv(env, out, trainer, dataset, "OPTIM.MAX_EPOCH", 1, *opts)
 
 
 def spied_run(env, monkeypatch, name, trainer, dataset="eurosat", *extra):
